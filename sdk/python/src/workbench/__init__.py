@@ -1,0 +1,1 @@
+"""Workbench client SDK."""

@@ -1,0 +1,83 @@
+"""One typed settings object for every service, read from WORKBENCH_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+from services.common.errors import InvalidArgument
+
+# Default local ports: gateway first, then the four services; the S3 server sits beside them.
+DEFAULT_PORTS = {"gateway": 50051, "converter": 50052, "quantizer": 50053, "benchmark": 50054, "accuracy": 50055}
+SERVICE_NAMES = tuple(DEFAULT_PORTS)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # where this server listens; port 0 picks a free port (tests)
+    listen: str = "127.0.0.1:50051"
+    # object store (any S3 API: SeaweedFS locally, MinIO on Kubernetes)
+    s3_endpoint: str = "127.0.0.1:8333"
+    s3_access_key: str = "workbench"
+    s3_secret_key: str = "workbench-secret"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    bucket: str = "workbench"
+    # addresses of the four worker services, as the gateway dials them
+    converter_addr: str = "127.0.0.1:50052"
+    quantizer_addr: str = "127.0.0.1:50053"
+    benchmark_addr: str = "127.0.0.1:50054"
+    accuracy_addr: str = "127.0.0.1:50055"
+    # bearer token clients must present to the gateway; empty disables auth
+    auth_token: str = field(default="", repr=False)
+    # credential the gateway presents to the worker services; empty disables the check
+    internal_token: str = field(default="", repr=False)
+    # TLS: server certificate and key; a client CA turns on mutual TLS
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # CA the gateway trusts when it dials worker services over TLS
+    tls_ca: str = ""
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_workers: int = 16
+    grace_seconds: float = 10.0
+    keepalive_seconds: float = 30.0
+    log_level: str = "INFO"
+    log_format: str = "json"  # json | text
+    # largest upload the gateway accepts, in bytes
+    max_upload_bytes: int = 8 * 1024 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from WORKBENCH_<FIELD> variables; overrides win over the environment."""
+        env = os.environ if env is None else env
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(f"WORKBENCH_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+
+def _parse(name: str, type_name: str, raw: str):
+    try:
+        if type_name == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        raise InvalidArgument(f"WORKBENCH_{name.upper()}={raw!r} is not a valid {type_name}", field=name) from None
