@@ -1,0 +1,35 @@
+# Everything a fresh machine needs: `make demo` runs the main flow, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTOS := $(wildcard protos/workbench/v1/*.proto)
+
+.PHONY: setup demo test lint up down status clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+# Re-installing regenerates the gRPC stubs whenever a contract changes.
+$(VENV)/.installed: pyproject.toml sdk/python/pyproject.toml sdk/python/setup.py $(PROTOS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ./sdk/python -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+lint: setup
+	cd protos && ../node_modules/.bin/buf lint
+
+test: setup lint
+	$(PY) -m pytest
+
+demo: setup
+	$(VENV)/bin/workbench demo
+
+up down status: setup
+	$(VENV)/bin/workbench $@
+
+clean:
+	rm -rf $(VENV) node_modules sdk/python/src/workbench/v1 build

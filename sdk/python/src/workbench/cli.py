@@ -1,0 +1,251 @@
+"""The `workbench` command line: the local stack, projects, uploads and jobs.
+
+Errors print as one line on stderr (exit 1); `--json` prints machine-readable results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from workbench.client import JobFailedError, WorkbenchClient, WorkbenchError
+from workbench.v1 import common_pb2
+
+REPO_DATA = Path(__file__).resolve().parents[4] / "data"
+
+
+def _as_dict(message: Message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+class Output:
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+
+    def result(self, value: Any, table: Callable[[], None] | None = None) -> None:
+        if self.as_json:
+            if isinstance(value, Message):
+                value = _as_dict(value)
+            elif isinstance(value, list):
+                value = [_as_dict(v) if isinstance(v, Message) else v for v in value]
+            print(json.dumps(value, indent=2))
+        elif table:
+            table()
+        else:
+            print(json.dumps(_as_dict(value) if isinstance(value, Message) else value, indent=2))
+
+
+def _rows(headers: list[str], rows: list[list[Any]]) -> None:
+    widths = [max(len(str(x)) for x in [h, *(r[i] for r in rows)]) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def _state(job: common_pb2.Job) -> str:
+    return common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+
+
+def progress_printer(quiet: bool) -> Callable[[common_pb2.JobEvent], None]:
+    """A one-line progress bar on stderr, redrawn per event."""
+
+    def show(event: common_pb2.JobEvent) -> None:
+        if quiet:
+            return
+        p = event.progress
+        filled = int(p.fraction * 30)
+        state = common_pb2.JobState.Name(event.state).removeprefix("JOB_STATE_")
+        line = f"\r[{'#' * filled}{'.' * (30 - filled)}] {p.fraction * 100:5.1f}% {state:<9} {p.stage} {p.message}"
+        sys.stderr.write(line[:120].ljust(120))
+        if event.state in (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED):
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+# -- local stack ------------------------------------------------------------------------------
+
+
+def _stack():
+    try:
+        from services.stack import LocalStack
+    except ImportError:
+        raise SystemExit("workbench: the local stack needs the workbench-services package (run `make setup`)")
+    return LocalStack()
+
+
+def _print_components(components) -> None:
+    _rows(["COMPONENT", "ADDRESS", "HEALTH"], [[c.name, c.address, c.detail] for c in components])
+
+
+def cmd_up(args, out: Output) -> int:
+    components = _stack().up()
+    out.result([vars(c) for c in components], lambda: _print_components(components))
+    return 0
+
+
+def cmd_down(args, out: Output) -> int:
+    _stack().down()
+    out.result({"stopped": True}, lambda: print("stopped"))
+    return 0
+
+
+def cmd_status(args, out: Output) -> int:
+    components = _stack().status()
+    out.result([vars(c) for c in components], lambda: _print_components(components))
+    return 0 if all(c.healthy for c in components) else 1
+
+
+# -- projects, uploads, jobs ------------------------------------------------------------------
+
+
+def _project_rows(projects) -> None:
+    _rows(["ID", "NAME", "MODEL", "DATASET", "DEVICE", "PARENT"],
+          [[p.id, p.name, p.model_id or "-", p.dataset_id or "-", p.device, p.parent_id or "-"] for p in projects])
+
+
+def cmd_project(args, out: Output, client: WorkbenchClient) -> int:
+    if args.action == "create":
+        project = client.create_project(args.name, model_id=args.model, dataset_id=args.dataset, device=args.device)
+        out.result(project, lambda: _project_rows([project]))
+    elif args.action == "list":
+        projects = list(client.list_projects(parent_id=args.parent))
+        out.result(projects, lambda: _project_rows(projects))
+    elif args.action == "get":
+        out.result(client.get_project(args.id))
+    elif args.action == "delete":
+        client.delete_project(args.id)
+        out.result({"deleted": args.id}, lambda: print(f"deleted {args.id}"))
+    return 0
+
+
+def cmd_upload(args, out: Output, client: WorkbenchClient) -> int:
+    upload = client.upload_file_presigned(args.file) if args.presigned else client.upload_file(args.file)
+    out.result(upload, lambda: print(f"{upload.id}  {upload.file_name}  {upload.object.size} bytes  sha256 {upload.object.sha256}"))
+    return 0
+
+
+def _job_rows(jobs) -> None:
+    _rows(["ID", "KIND", "STATE", "PROJECT", "PROGRESS", "ERROR"],
+          [[j.id, common_pb2.JobKind.Name(j.kind).removeprefix("JOB_KIND_"), _state(j), j.project_id or "-",
+            f"{j.progress.fraction * 100:.0f}%", j.error or ""] for j in jobs])
+
+
+def cmd_job(args, out: Output, client: WorkbenchClient) -> int:
+    if args.action == "list":
+        state = common_pb2.JobState.Value(f"JOB_STATE_{args.state.upper()}") if args.state else 0
+        jobs = list(client.list_jobs(project_id=args.project, state=state))
+        out.result(jobs, lambda: _job_rows(jobs))
+    elif args.action == "get":
+        job = client.get_job(args.id)
+        out.result(job, lambda: _job_rows([job]))
+    elif args.action == "cancel":
+        job = client.cancel_job(args.id)
+        out.result(job, lambda: print(f"cancel requested for {job.id}"))
+    elif args.action == "watch":
+        events = []
+        show = progress_printer(quiet=args.json)
+        for event in client.watch_job(args.id):
+            show(event)
+            events.append(event)
+        if args.json:
+            out.result(events)
+        return 0 if events and events[-1].state == common_pb2.JOB_STATE_SUCCEEDED else 1
+    return 0
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+def cmd_demo(args, out: Output) -> int:
+    """Smoke flow for now: the stack, both upload paths with the verify job, a project, listings."""
+    stack = _stack()
+    components = stack.up()
+    if not args.json:
+        _print_components(components)
+    files = sorted(Path(args.data).glob("darknet/*.cfg")) if args.data else []
+    if not files:
+        raise SystemExit(f"workbench demo: no Darknet cfg files under {args.data}")
+    with WorkbenchClient(args.address, token=args.token) as client:
+        streamed = client.upload_file(files[0])
+        presigned = client.upload_file_presigned(files[-1])
+        project = client.create_project("demo: " + files[0].stem)
+        projects = list(client.list_projects())
+        jobs = list(client.list_jobs())
+    summary = {
+        "uploads": [_as_dict(u) for u in (streamed, presigned)],
+        "project": _as_dict(project),
+        "projects": len(projects),
+        "jobs": len(jobs),
+    }
+    out.result(summary, lambda: print(
+        f"uploaded {streamed.file_name} (stream) and {presigned.file_name} (presigned, verified by a job)\n"
+        f"project {project.id} created; {len(projects)} projects and {len(jobs)} jobs stored"
+    ))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Workbench model-optimization services")
+    parser.add_argument("--address", default=None, help="gateway address (env WORKBENCH_ADDRESS, default 127.0.0.1:50051)")
+    parser.add_argument("--token", default=None, help="bearer token (env WORKBENCH_TOKEN)")
+    parser.add_argument("--tls-ca", default=None, help="CA certificate to trust for a TLS gateway")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("up", help="start the local stack (S3 server and five services)")
+    commands.add_parser("down", help="stop the local stack; data is kept")
+    commands.add_parser("status", help="health of each local component")
+    demo = commands.add_parser("demo", help="run the main flow on the local stack")
+    demo.add_argument("--data", default=str(REPO_DATA), help="folder with darknet/*.cfg")
+
+    project = commands.add_parser("project", help="projects").add_subparsers(dest="action", required=True)
+    create = project.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--model", default="")
+    create.add_argument("--dataset", default="")
+    create.add_argument("--device", default="")
+    project.add_parser("list").add_argument("--parent", default="")
+    project.add_parser("get").add_argument("id")
+    project.add_parser("delete").add_argument("id")
+
+    upload = commands.add_parser("upload", help="upload a file (chunked through the gateway, or --presigned)")
+    upload.add_argument("file")
+    upload.add_argument("--presigned", action="store_true", help="PUT straight to object storage")
+
+    job = commands.add_parser("job", help="jobs").add_subparsers(dest="action", required=True)
+    job_list = job.add_parser("list")
+    job_list.add_argument("--project", default="")
+    job_list.add_argument("--state", default="", choices=["", "queued", "running", "succeeded", "failed", "cancelled"])
+    for action in ("get", "watch", "cancel"):
+        job.add_parser(action).add_argument("id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(args.json)
+    try:
+        if args.command in ("up", "down", "status", "demo"):
+            return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command](args, out)
+        with WorkbenchClient(args.address, token=args.token, tls_ca=args.tls_ca) as client:
+            handler = {"project": cmd_project, "upload": cmd_upload, "job": cmd_job}[args.command]
+            return handler(args, out, client)
+    except JobFailedError as exc:
+        print(f"workbench: {exc.message}", file=sys.stderr)
+    except WorkbenchError as exc:
+        print(f"workbench: {exc}", file=sys.stderr)
+    except Exception as exc:  # domain errors of the local stack, OS errors: one line, no traceback
+        message = getattr(exc, "message", None) or str(exc)
+        print(f"workbench: {type(exc).__name__}: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

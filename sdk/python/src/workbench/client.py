@@ -1,0 +1,246 @@
+"""Typed Python client for the Workbench gateway.
+
+Wraps the generated stubs with: one channel per client, a deadline on every call, transparent
+retries of UNAVAILABLE (gRPC's own retry policy, so streams are retried only before the first
+response), a request_id on every create so a retry never makes a second resource, automatic
+pagination, and errors as WorkbenchError with the status code and the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from workbench.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+CHUNK_BYTES = 1024 * 1024
+WATCH_RECONNECTS = 8
+TERMINAL_STATES = (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED)
+
+
+def _retry_service_config(attempts: int) -> str:
+    return json.dumps({
+        "methodConfig": [{
+            "name": [{"service": "workbench.v1.GatewayService"}],
+            "retryPolicy": {
+                "maxAttempts": attempts,
+                "initialBackoff": "0.2s",
+                "maxBackoff": "5s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }]
+    })
+
+
+class WorkbenchError(Exception):
+    """A call failed: the gRPC status code name, the server's message, and the request field at fault."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, field: str = ""):
+        super().__init__(f"{code.name}: {message}" + (f" (field: {field})" if field else ""))
+        self.code, self.message, self.field = code, message, field
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> "WorkbenchError":
+        field = ""
+        status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+        if status is not None:
+            from google.rpc import error_details_pb2
+
+            for detail in status.details:
+                bad_request = error_details_pb2.BadRequest()
+                if detail.Unpack(bad_request) and bad_request.field_violations:
+                    field = bad_request.field_violations[0].field
+        return cls(error.code(), error.details() or "", field)
+
+
+class JobFailedError(WorkbenchError):
+    """wait_job ended with a job that failed or was cancelled."""
+
+    def __init__(self, job: common_pb2.Job):
+        state = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+        where = f" in {job.failed_service}" if job.failed_service else ""
+        super().__init__(grpc.StatusCode.ABORTED, f"job {job.id} {state.lower()}{where}: {job.error}")
+        self.job = job
+
+
+class WorkbenchClient:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        tls_ca: str | None = None,
+        timeout: float = 60.0,
+        retry_attempts: int = 5,
+    ):
+        self.address = address or os.environ.get("WORKBENCH_ADDRESS", DEFAULT_ADDRESS)
+        self.timeout = timeout
+        token = token if token is not None else os.environ.get("WORKBENCH_TOKEN", "")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [
+            ("grpc.service_config", _retry_service_config(retry_attempts)),
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+        if tls_ca:
+            credentials = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes())
+            self._channel = grpc.secure_channel(self.address, credentials, options)
+        else:
+            self._channel = grpc.insecure_channel(self.address, options)
+        self.stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "WorkbenchClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: Callable, request, timeout: float | None = None):
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise WorkbenchError.from_rpc_error(error) from None
+
+    # -- health ----------------------------------------------------------------------------
+
+    def health(self, service: str = "") -> str:
+        """SERVING, NOT_SERVING, ... for the gateway (or one of its services by full name)."""
+        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def upload_file(self, path: str | os.PathLike, request_id: str | None = None) -> gateway_pb2.Upload:
+        """Stream a local file through the gateway in chunks; returns the stored, hashed upload."""
+        path = Path(path)
+        header = gateway_pb2.UploadFileHeader(
+            file_name=path.name, size=path.stat().st_size, request_id=request_id or uuid.uuid4().hex
+        )
+
+        def messages() -> Iterator[gateway_pb2.UploadFileRequest]:
+            yield gateway_pb2.UploadFileRequest(header=header)
+            with path.open("rb") as f:
+                while chunk := f.read(CHUNK_BYTES):
+                    yield gateway_pb2.UploadFileRequest(chunk=chunk)
+
+        # Client streams are not retried by the channel: the iterator cannot be replayed.
+        return self._call(self.stub.UploadFile, messages(), timeout=max(self.timeout, 3600)).upload
+
+    def upload_file_presigned(self, path: str | os.PathLike, request_id: str | None = None) -> gateway_pb2.Upload:
+        """PUT a local file straight to object storage, then let the gateway verify it."""
+        path = Path(path)
+        created = self._call(
+            self.stub.CreateUpload,
+            gateway_pb2.CreateUploadRequest(
+                file_name=path.name, size=path.stat().st_size, request_id=request_id or uuid.uuid4().hex
+            ),
+        )
+        with path.open("rb") as f:
+            put = urllib.request.Request(created.upload_url, data=f, method="PUT")
+            put.add_header("Content-Length", str(path.stat().st_size))
+            with urllib.request.urlopen(put, timeout=max(self.timeout, 3600)):
+                pass
+        job = self._call(self.stub.CompleteUpload, gateway_pb2.CompleteUploadRequest(upload_id=created.upload.id)).job
+        self.wait_job(job.id)
+        return self.get_upload(created.upload.id)
+
+    def get_upload(self, upload_id: str) -> gateway_pb2.Upload:
+        return self._call(self.stub.GetUpload, gateway_pb2.GetUploadRequest(upload_id=upload_id)).upload
+
+    # -- projects --------------------------------------------------------------------------
+
+    def create_project(
+        self, name: str, *, model_id: str = "", dataset_id: str = "", device: str = "", request_id: str | None = None
+    ) -> gateway_pb2.Project:
+        request = gateway_pb2.CreateProjectRequest(
+            name=name, model_id=model_id, dataset_id=dataset_id, device=device,
+            request_id=request_id or uuid.uuid4().hex,
+        )
+        return self._call(self.stub.CreateProject, request).project
+
+    def get_project(self, project_id: str) -> gateway_pb2.Project:
+        return self._call(self.stub.GetProject, gateway_pb2.GetProjectRequest(project_id=project_id)).project
+
+    def list_projects(self, parent_id: str = "", page_size: int = 100) -> Iterator[gateway_pb2.Project]:
+        return self._paginate(
+            self.stub.ListProjects, gateway_pb2.ListProjectsRequest(parent_id=parent_id, page_size=page_size), "projects"
+        )
+
+    def delete_project(self, project_id: str) -> None:
+        self._call(self.stub.DeleteProject, gateway_pb2.DeleteProjectRequest(project_id=project_id))
+
+    # -- models and datasets ---------------------------------------------------------------
+
+    def list_models(self, page_size: int = 100) -> Iterator[gateway_pb2.Model]:
+        return self._paginate(self.stub.ListModels, gateway_pb2.ListModelsRequest(page_size=page_size), "models")
+
+    def list_datasets(self, page_size: int = 100) -> Iterator[gateway_pb2.Dataset]:
+        return self._paginate(self.stub.ListDatasets, gateway_pb2.ListDatasetsRequest(page_size=page_size), "datasets")
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> common_pb2.Job:
+        return self._call(self.stub.GetJob, gateway_pb2.GetJobRequest(job_id=job_id)).job
+
+    def list_jobs(self, project_id: str = "", state: int = 0, page_size: int = 100) -> Iterator[common_pb2.Job]:
+        request = gateway_pb2.ListJobsRequest(project_id=project_id, state=state, page_size=page_size)
+        return self._paginate(self.stub.ListJobs, request, "jobs")
+
+    def cancel_job(self, job_id: str) -> common_pb2.Job:
+        return self._call(self.stub.CancelJob, gateway_pb2.CancelJobRequest(job_id=job_id)).job
+
+    def watch_job(self, job_id: str, after_sequence: int = 0) -> Iterator[common_pb2.JobEvent]:
+        """Every event of the job in order, ending with the terminal one; resumes after a dropped stream."""
+        last, reconnects = after_sequence, 0
+        while True:
+            try:
+                stream = self.stub.WatchJob(
+                    gateway_pb2.WatchJobRequest(job_id=job_id, after_sequence=last), metadata=self._metadata
+                )
+                for response in stream:
+                    last, reconnects = response.event.sequence, 0
+                    yield response.event
+                    if response.event.state in TERMINAL_STATES:
+                        return
+                return
+            except grpc.RpcError as error:
+                reconnects += 1
+                if error.code() != grpc.StatusCode.UNAVAILABLE or reconnects > WATCH_RECONNECTS:
+                    raise WorkbenchError.from_rpc_error(error) from None
+                time.sleep(min(0.2 * 2**reconnects, 5.0))
+
+    def wait_job(
+        self, job_id: str, on_event: Callable[[common_pb2.JobEvent], None] | None = None
+    ) -> common_pb2.Job:
+        """Follow a job to its end; returns it when it succeeded, raises JobFailedError otherwise."""
+        for event in self.watch_job(job_id):
+            if on_event:
+                on_event(event)
+        job = self.get_job(job_id)
+        if job.state != common_pb2.JOB_STATE_SUCCEEDED:
+            raise JobFailedError(job)
+        return job
+
+    def _paginate(self, method: Callable, request, field: str) -> Iterator:
+        while True:
+            response = self._call(method, request)
+            yield from getattr(response, field)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token

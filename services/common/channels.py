@@ -1,0 +1,41 @@
+"""Client channels with the same transport settings the servers use (TLS, keepalive, size limits, token)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from services.common.interceptors import BearerTokenInterceptor
+from services.common.settings import Settings
+
+
+def channel_options(settings: Settings) -> list[tuple[str, int]]:
+    keepalive_ms = int(settings.keepalive_seconds * 1000)
+    return [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        # ping idle connections so dead peers (restarted pods, dropped NAT entries) are noticed
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", min(20_000, keepalive_ms)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def channel(addr: str, settings: Settings, token: str | None = None) -> grpc.Channel:
+    """Dial addr ("host:port"): TLS when settings.tls_ca is set, plain otherwise.
+
+    With TLS, settings.tls_cert/tls_key (when set) are presented as the client certificate, so
+    the gateway can reach workers that require mutual TLS. A token adds a bearer header to
+    every call (the gateway passes settings.internal_token when dialing workers).
+    """
+    options = channel_options(settings)
+    if settings.tls_ca:
+        key = Path(settings.tls_key).read_bytes() if settings.tls_enabled else None
+        cert = Path(settings.tls_cert).read_bytes() if settings.tls_enabled else None
+        credentials = grpc.ssl_channel_credentials(Path(settings.tls_ca).read_bytes(), key, cert)
+        ch = grpc.secure_channel(addr, credentials, options)
+    else:
+        ch = grpc.insecure_channel(addr, options)
+    return grpc.intercept_channel(ch, BearerTokenInterceptor(token)) if token else ch

@@ -1,0 +1,1 @@
+"""The gateway: the public API, projects and jobs; it coordinates the four worker services."""

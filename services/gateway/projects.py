@@ -1,0 +1,62 @@
+"""Projects: a model, a dataset and a target device; optimized models become child projects."""
+
+from __future__ import annotations
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.object_store import ObjectStore
+from services.gateway.jobs import TERMINAL, JobManager, now
+from services.gateway.records import Records, RequestIndex, validate_id, validate_request_id
+from workbench.v1 import gateway_pb2
+
+MAX_NAME = 200
+
+
+class Catalog:
+    """The records the gateway keeps: models, datasets and projects."""
+
+    def __init__(self, store: ObjectStore, bucket: str, jobs: JobManager, requests: RequestIndex):
+        self.jobs, self.requests = jobs, requests
+        self.models: Records[gateway_pb2.Model] = Records(store, bucket, "models", "mdl", gateway_pb2.Model)
+        self.datasets: Records[gateway_pb2.Dataset] = Records(store, bucket, "datasets", "dst", gateway_pb2.Dataset)
+        self.projects: Records[gateway_pb2.Project] = Records(store, bucket, "projects", "prj", gateway_pb2.Project)
+
+    def create_project(self, request: gateway_pb2.CreateProjectRequest) -> gateway_pb2.Project:
+        name = request.name.strip()
+        if not name or len(name) > MAX_NAME:
+            raise InvalidArgument(f"name is required, at most {MAX_NAME} characters", field="name")
+        validate_request_id(request.request_id)
+        existing = self.requests.lookup("project", request.request_id)
+        if existing:
+            return self.projects.get(existing, "request_id")
+        if request.model_id:
+            self.models.get(request.model_id, "model_id")
+        if request.dataset_id:
+            self.datasets.get(request.dataset_id, "dataset_id")
+        project = gateway_pb2.Project(
+            id=self.projects.new_id(), name=name, model_id=request.model_id, dataset_id=request.dataset_id,
+            device=request.device or "CPU", request_id=request.request_id, create_time=now(),
+        )
+        if request.HasField("accuracy_settings"):
+            project.accuracy_settings.CopyFrom(request.accuracy_settings)
+        self.projects.put(project)
+        self.requests.remember("project", request.request_id, project.id)
+        return project
+
+    def list_projects(self, page_size: int, page_token: str, parent_id: str) -> tuple[list[gateway_pb2.Project], str]:
+        if parent_id:
+            validate_id(parent_id, "parent_id", "prj")
+        return self.projects.list(page_size, page_token, lambda p: not parent_id or p.parent_id == parent_id)
+
+    def delete_project(self, project_id: str) -> None:
+        self.projects.get(project_id, "project_id")
+        children = [p.id for p in self.projects.scan() if p.parent_id == project_id]
+        if children:
+            raise FailedPrecondition(
+                f"project {project_id} has child projects {', '.join(children)}; delete them first", field="project_id"
+            )
+        active = [j.id for j in self.jobs.records.scan() if j.project_id == project_id and j.state not in TERMINAL]
+        if active:
+            raise FailedPrecondition(
+                f"project {project_id} has running jobs {', '.join(active)}; cancel them first", field="project_id"
+            )
+        self.projects.delete(project_id)

@@ -1,0 +1,126 @@
+"""GatewayService: protobuf in, a call into the gateway's domain modules, protobuf out.
+
+RPCs not defined here are inherited from the generated base class and answer UNIMPLEMENTED:
+they arrive with the issues that build the worker services behind them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from services.common.object_store import ObjectStore
+from services.common.settings import Settings
+from services.gateway.jobs import JobManager
+from services.gateway.projects import Catalog
+from services.gateway.records import RequestIndex
+from services.gateway.uploads import Uploads
+from workbench.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+
+
+class Gateway:
+    """The gateway's domain, wired to one object store."""
+
+    def __init__(self, settings: Settings, store: ObjectStore):
+        store.ensure_bucket(settings.bucket)
+        requests = RequestIndex(store, settings.bucket)
+        self.jobs = JobManager(store, settings.bucket)
+        self.catalog = Catalog(store, settings.bucket, self.jobs, requests)
+        self.uploads = Uploads(store, settings.bucket, self.jobs, requests, settings.max_upload_bytes)
+
+    def recover(self) -> int:
+        return self.jobs.recover()
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, gateway: Gateway):
+        self.gw = gateway
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def CreateUpload(self, request, context):
+        upload, url, expiry = self.gw.uploads.create(request.file_name, request.size, request.request_id)
+        response = gateway_pb2.CreateUploadResponse(upload=upload, upload_url=url)
+        response.expire_time.GetCurrentTime()
+        response.expire_time.FromSeconds(response.expire_time.seconds + int(expiry.total_seconds()))
+        return response
+
+    def CompleteUpload(self, request, context):
+        return gateway_pb2.CompleteUploadResponse(job=self.gw.uploads.complete(request.upload_id))
+
+    def UploadFile(self, request_iterator, context):
+        return gateway_pb2.UploadFileResponse(upload=self.gw.uploads.receive(request_iterator))
+
+    def GetUpload(self, request, context):
+        return gateway_pb2.GetUploadResponse(upload=self.gw.uploads.get(request.upload_id))
+
+    # -- models and datasets ---------------------------------------------------------------
+
+    def GetModel(self, request, context):
+        return gateway_pb2.GetModelResponse(model=self.gw.catalog.models.get(request.model_id, "model_id"))
+
+    def ListModels(self, request, context):
+        models, token = self.gw.catalog.models.list(request.page_size, request.page_token)
+        return gateway_pb2.ListModelsResponse(models=models, next_page_token=token)
+
+    def GetDataset(self, request, context):
+        return gateway_pb2.GetDatasetResponse(dataset=self.gw.catalog.datasets.get(request.dataset_id, "dataset_id"))
+
+    def ListDatasets(self, request, context):
+        datasets, token = self.gw.catalog.datasets.list(request.page_size, request.page_token)
+        return gateway_pb2.ListDatasetsResponse(datasets=datasets, next_page_token=token)
+
+    # -- projects --------------------------------------------------------------------------
+
+    def CreateProject(self, request, context):
+        return gateway_pb2.CreateProjectResponse(project=self.gw.catalog.create_project(request))
+
+    def GetProject(self, request, context):
+        return gateway_pb2.GetProjectResponse(project=self.gw.catalog.projects.get(request.project_id, "project_id"))
+
+    def ListProjects(self, request, context):
+        projects, token = self.gw.catalog.list_projects(request.page_size, request.page_token, request.parent_id)
+        return gateway_pb2.ListProjectsResponse(projects=projects, next_page_token=token)
+
+    def DeleteProject(self, request, context):
+        self.gw.catalog.delete_project(request.project_id)
+        return gateway_pb2.DeleteProjectResponse()
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def GetJob(self, request, context):
+        return gateway_pb2.GetJobResponse(job=self.gw.jobs.get(request.job_id))
+
+    def ListJobs(self, request, context):
+        project_id, state = request.project_id, request.state
+
+        def keep(job: common_pb2.Job) -> bool:
+            return (not project_id or job.project_id == project_id) and (not state or job.state == state)
+
+        jobs, token = self.gw.jobs.records.list(request.page_size, request.page_token, keep)
+        return gateway_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    def WatchJob(self, request, context: grpc.ServicerContext):
+        for event in self.gw.jobs.watch(request.job_id, request.after_sequence, context.is_active):
+            yield gateway_pb2.WatchJobResponse(event=event)
+
+    def CancelJob(self, request, context):
+        return gateway_pb2.CancelJobResponse(job=self.gw.jobs.cancel(request.job_id))
+
+
+def registrar(settings: Settings):
+    """The `register` callback for services.common.server: build the gateway and add it to a server."""
+
+    def register(server: grpc.Server) -> list[str]:
+        gateway = Gateway(settings, ObjectStore.from_settings(settings))
+        interrupted = gateway.recover()
+        if interrupted:
+            log.warning("marked %d jobs interrupted by the previous gateway process as failed", interrupted)
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(gateway), server)
+        return [SERVICE_NAME]
+
+    return register

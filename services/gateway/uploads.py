@@ -1,0 +1,150 @@
+"""Uploads: files entering the system, by presigned PUT or by a chunked stream through the gateway.
+
+An upload's object key is built from its id only; the user's file name is kept in the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from typing import Iterable, Iterator
+
+from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from services.common.object_store import ObjectStore
+from services.gateway.jobs import JobContext, JobManager, now
+from services.gateway.records import Records, RequestIndex, validate_request_id
+from workbench.v1 import common_pb2, gateway_pb2
+
+PRESIGN_EXPIRY = timedelta(hours=1)
+_FILE_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}$")
+HASH_CHUNK = 8 * 1024 * 1024
+
+
+def validate_file_name(name: str) -> str:
+    if not name or not _FILE_NAME.match(name) or name in (".", ".."):
+        raise InvalidArgument("file_name must be a plain file name (no folders), 1-255 characters", field="file_name")
+    return name
+
+
+class Uploads:
+    def __init__(self, store: ObjectStore, bucket: str, jobs: JobManager, requests: RequestIndex, max_bytes: int):
+        self.store, self.bucket, self.jobs, self.requests, self.max_bytes = store, bucket, jobs, requests, max_bytes
+        self.records: Records[gateway_pb2.Upload] = Records(store, bucket, "uploads", "upl", gateway_pb2.Upload)
+
+    def object_key(self, upload_id: str) -> str:
+        return f"uploads/{upload_id}/data"
+
+    def _check_size(self, size: int) -> None:
+        if size < 0:
+            raise InvalidArgument("size must not be negative", field="size")
+        if size > self.max_bytes:
+            raise ResourceExhausted(f"upload of {size} bytes exceeds the limit of {self.max_bytes} bytes", field="size")
+
+    def get(self, upload_id: str, field: str = "upload_id") -> gateway_pb2.Upload:
+        return self.records.get(upload_id, field)
+
+    def create(self, file_name: str, size: int, request_id: str) -> tuple[gateway_pb2.Upload, str, timedelta]:
+        """A pending upload and the presigned URL to PUT it to."""
+        validate_file_name(file_name)
+        self._check_size(size)
+        validate_request_id(request_id)
+        existing = self.requests.lookup("upload", request_id)
+        upload = self.records.get(existing, "request_id") if existing else None
+        if upload is None:
+            upload = gateway_pb2.Upload(
+                id=self.records.new_id(), file_name=file_name, state=gateway_pb2.UPLOAD_STATE_PENDING,
+                create_time=now(),
+            )
+            upload.object.bucket, upload.object.key, upload.object.size = self.bucket, self.object_key(upload.id), size
+            self.records.put(upload)
+            self.requests.remember("upload", request_id, upload.id)
+        url = self.store.presigned_put(self.bucket, upload.object.key, PRESIGN_EXPIRY)
+        return upload, url, PRESIGN_EXPIRY
+
+    def complete(self, upload_id: str) -> common_pb2.Job:
+        """Start the job that sizes and hashes what the client PUT."""
+        upload = self.get(upload_id)
+        if upload.state != gateway_pb2.UPLOAD_STATE_PENDING:
+            raise FailedPrecondition(
+                f"upload {upload_id} is {gateway_pb2.UploadState.Name(upload.state)}, not PENDING", field="upload_id"
+            )
+        if not self.store.exists(self.bucket, upload.object.key):
+            raise FailedPrecondition(f"nothing was PUT to the URL of upload {upload_id} yet", field="upload_id")
+        upload.state = gateway_pb2.UPLOAD_STATE_VERIFYING
+        self.records.put(upload)
+        return self.jobs.submit(common_pb2.JOB_KIND_VERIFY_UPLOAD, lambda ctx: self._verify(ctx, upload))
+
+    def _verify(self, ctx: JobContext, upload: gateway_pb2.Upload) -> common_pb2.JobOutput:
+        try:
+            stat = self.store.stat(self.bucket, upload.object.key)
+            declared = upload.object.size
+            self._check_size(stat.size)
+            if declared and stat.size != declared:
+                raise InvalidArgument(f"uploaded {stat.size} bytes but {declared} were declared", field="size")
+            digest, done = hashlib.sha256(), 0
+            with self.store.get_stream(self.bucket, upload.object.key) as chunks:
+                for chunk in chunks:
+                    ctx.check_cancelled()
+                    digest.update(chunk)
+                    done += len(chunk)
+                    ctx.progress("hashing", done / max(stat.size, 1), f"{done} of {stat.size} bytes")
+            upload.object.size, upload.object.sha256 = stat.size, digest.hexdigest()
+            upload.state = gateway_pb2.UPLOAD_STATE_READY
+            self.records.put(upload)
+            return common_pb2.JobOutput(upload_id=upload.id)
+        except BaseException as exc:
+            # A rejected upload leaves nothing behind but its record, which says why.
+            self.store.delete(self.bucket, upload.object.key)
+            upload.state = gateway_pb2.UPLOAD_STATE_FAILED
+            upload.error = getattr(exc, "message", "verification failed")
+            self.records.put(upload)
+            raise
+
+    def receive(self, requests: Iterator[gateway_pb2.UploadFileRequest]) -> gateway_pb2.Upload:
+        """Store a client-streamed file: a header message, then chunks."""
+        first = next(requests, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument("the first message must be the header", field="header")
+        header = first.header
+        validate_file_name(header.file_name)
+        self._check_size(header.size)
+        validate_request_id(header.request_id)
+        existing = self.requests.lookup("upload", header.request_id)
+        if existing:
+            return self.get(existing, "request_id")
+        upload = gateway_pb2.Upload(id=self.records.new_id(), file_name=header.file_name, create_time=now())
+        ref = self.store.put_stream(self.bucket, self.object_key(upload.id), _ChunkReader(requests, self.max_bytes))
+        if header.size and ref.size != header.size:
+            self.store.delete(self.bucket, ref.key)
+            raise InvalidArgument(f"received {ref.size} bytes but the header declared {header.size}", field="size")
+        upload.state = gateway_pb2.UPLOAD_STATE_READY
+        upload.object.bucket, upload.object.key = ref.bucket, ref.key
+        upload.object.size, upload.object.sha256 = ref.size, ref.sha256
+        self.records.put(upload)
+        self.requests.remember("upload", header.request_id, upload.id)
+        return upload
+
+
+class _ChunkReader:
+    """A file-like view of a request stream's chunks, refusing more than max_bytes."""
+
+    def __init__(self, requests: Iterable[gateway_pb2.UploadFileRequest], max_bytes: int):
+        self._requests, self._max, self._buffer, self._total = iter(requests), max_bytes, bytearray(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            message = next(self._requests, None)
+            if message is None:
+                break
+            if not message.HasField("chunk"):
+                raise InvalidArgument("only chunks may follow the header", field="chunk")
+            self._total += len(message.chunk)
+            if self._total > self._max:
+                raise ResourceExhausted(f"upload exceeds the limit of {self._max} bytes", field="chunk")
+            self._buffer += message.chunk
+        if size < 0 or size > len(self._buffer):
+            size = len(self._buffer)
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data

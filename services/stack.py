@@ -1,0 +1,196 @@
+"""The local default stack: a SeaweedFS S3 server and the five services on localhost.
+
+`workbench up` starts whatever is not running, detached, and waits until every component
+reports SERVING; `down` stops them (services first, the S3 server last); `status` shows each
+component's health. Everything lives under one home folder (WORKBENCH_HOME, default
+~/.workbench): the S3 data, credentials made on first start, logs and pid files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.errors import FailedPrecondition, WorkbenchError
+from services.common.object_store import ObjectStore
+from services.common.seaweed import SeaweedServer
+from services.common.settings import DEFAULT_PORTS, SERVICE_NAMES
+
+S3_PORT = 8333
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 15.0
+# SeaweedFS takes ~16 s to exit on SIGTERM (its filer waits out subscriptions); then it is killed.
+S3_STOP_TIMEOUT_S = 20.0
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("WORKBENCH_HOME", Path.home() / ".workbench"))
+
+
+@dataclass
+class Component:
+    name: str
+    address: str
+    healthy: bool
+    detail: str
+
+
+class LocalStack:
+    def __init__(self, home: Path | None = None):
+        self.home = home or default_home()
+        self.run_dir, self.log_dir = self.home / "run", self.home / "logs"
+        self.config_file = self.home / "stack.json"
+        self.s3_dir = self.home / "s3"
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def config(self) -> dict:
+        """Ports and credentials; made once, then reused so stored data stays reachable."""
+        if self.config_file.exists():
+            return json.loads(self.config_file.read_text())
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = {
+            "s3_port": int(os.environ.get("WORKBENCH_S3_PORT", S3_PORT)),
+            "s3_access_key": "workbench",
+            "s3_secret_key": secrets.token_urlsafe(24),
+            "internal_token": secrets.token_urlsafe(24),
+            "ports": {name: int(os.environ.get(f"WORKBENCH_{name.upper()}_PORT", port))
+                      for name, port in DEFAULT_PORTS.items()},
+        }
+        self.config_file.write_text(json.dumps(config, indent=2))
+        self.config_file.chmod(0o600)
+        return config
+
+    def service_env(self, name: str) -> dict[str, str]:
+        config = self.config()
+        ports = config["ports"]
+        env = dict(os.environ)
+        env.update({
+            "WORKBENCH_LISTEN": f"127.0.0.1:{ports[name]}",
+            "WORKBENCH_S3_ENDPOINT": f"127.0.0.1:{config['s3_port']}",
+            "WORKBENCH_S3_ACCESS_KEY": config["s3_access_key"],
+            "WORKBENCH_S3_SECRET_KEY": config["s3_secret_key"],
+            "WORKBENCH_INTERNAL_TOKEN": config["internal_token"],
+            **{f"WORKBENCH_{other.upper()}_ADDR": f"127.0.0.1:{ports[other]}" for other in SERVICE_NAMES if other != "gateway"},
+        })
+        return env
+
+    def object_store(self) -> ObjectStore:
+        config = self.config()
+        return ObjectStore(f"127.0.0.1:{config['s3_port']}", config["s3_access_key"], config["s3_secret_key"])
+
+    # -- up / down / status ----------------------------------------------------------------
+
+    def up(self) -> list[Component]:
+        for folder in (self.run_dir, self.log_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        config = self.config()
+        seaweed = SeaweedServer.attach(self.s3_dir, config["s3_access_key"], config["s3_secret_key"])
+        if seaweed is None:
+            SeaweedServer.start(
+                self.s3_dir, config["s3_port"], config["s3_access_key"], config["s3_secret_key"],
+                detached=True, ready_timeout=START_TIMEOUT_S,
+            )
+        else:
+            seaweed.wait_ready(START_TIMEOUT_S)
+        for name in SERVICE_NAMES:
+            if not _alive(self._pid(name)):
+                self._start_service(name)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            components = self.status()
+            if all(c.healthy for c in components):
+                return components
+            if time.monotonic() > deadline:
+                failing = ", ".join(f"{c.name} ({c.detail})" for c in components if not c.healthy)
+                raise FailedPrecondition(f"not healthy after {START_TIMEOUT_S:.0f}s: {failing}; see {self.log_dir}")
+            for name in SERVICE_NAMES:
+                if not _alive(self._pid(name)):
+                    raise FailedPrecondition(f"{name} exited during start; see {self.log_dir / (name + '.log')}")
+            time.sleep(0.5)
+
+    def down(self) -> None:
+        # Gateway first so no new work reaches the services; the object store last.
+        for name in SERVICE_NAMES:
+            pid = self._pid(name)
+            if _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        for name in SERVICE_NAMES:
+            _wait_exit(self._pid(name), STOP_TIMEOUT_S)
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        seaweed = SeaweedServer.attach(self.s3_dir)
+        if seaweed is not None:
+            seaweed.stop(timeout=S3_STOP_TIMEOUT_S)
+
+    def status(self) -> list[Component]:
+        config = self.config()
+        components = [self._s3_status(config)]
+        for name in SERVICE_NAMES:
+            address = f"127.0.0.1:{config['ports'][name]}"
+            components.append(Component(name, address, *_grpc_health(address)))
+        return components
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _s3_status(self, config: dict) -> Component:
+        address = f"127.0.0.1:{config['s3_port']}"
+        try:
+            self.object_store().bucket_exists("workbench")
+            return Component("s3", address, True, "SERVING")
+        except WorkbenchError as exc:
+            return Component("s3", address, False, exc.message)
+
+    def _pid(self, name: str) -> int | None:
+        pid_file = self.run_dir / f"{name}.pid"
+        return int(pid_file.read_text()) if pid_file.exists() else None
+
+    def _start_service(self, name: str) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], env=self.service_env(name),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+        (self.run_dir / f"{name}.pid").write_text(str(process.pid))
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours still answers kill(0); reap it so it reads as gone.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _wait_exit(pid: int | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _grpc_health(address: str) -> tuple[bool, str]:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError as error:
+            return False, error.code().name
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    return status == "SERVING", status
