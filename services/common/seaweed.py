@@ -223,7 +223,7 @@ class SeaweedServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # our Ctrl-C must not reach it; stop() decides
-                preexec_fn=None if detached else _die_with_parent,
+                preexec_fn=None if detached else _pdeathsig_hook(),
                 close_fds=True,
             )
         self.pid = self._proc.pid
@@ -236,9 +236,8 @@ class SeaweedServer:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until an S3 request signed with the credentials succeeds; raise with the log tail otherwise."""
-        from minio import Minio  # local import: only needed when actually waiting
-
-        import urllib3
+        import urllib3  # local imports: only needed when actually waiting
+        from minio import Minio
 
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=5.0), retries=False)
         client = Minio(self.endpoint, self.access_key, self.secret_key, secure=False, http_client=http)
@@ -510,11 +509,21 @@ def _rotate(path: Path) -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """Child-side: get SIGTERM when the starting process dies, so a crashed test run leaves no server behind."""
+def _pdeathsig_hook():
+    """A preexec_fn that makes the child get SIGTERM when the starting thread's process dies, so a
+    crashed test run leaves no server behind. libc is resolved here, in the parent: the hook runs
+    between fork and exec, where importing or loading libraries could deadlock. Linux only."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return hook

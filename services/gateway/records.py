@@ -114,7 +114,7 @@ class Records(Generic[M]):
 
     def scan(self, after_id: str | None = None) -> Iterator[M]:
         start_after = self.key(after_id) if after_id else None
-        for ref in self.store.list(self.bucket, self.folder + "/", start_after=start_after):
+        for ref in self.store.iter_objects(self.bucket, self.folder + "/", start_after=start_after):
             if ref.key.endswith(".json"):
                 record = self.find(ref.key[len(self.folder) + 1 : -len(".json")])
                 if record is not None:  # deleted between list and get

@@ -208,7 +208,7 @@ def test_get_file_verifies_sha256_and_removes_the_partial_file(store, bucket, tm
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "..", "a/./b", "a//b", "dir/", "a\\b", "a\x00b", "a\nb",
-                                 "x" * 1025, "s/" + "y" * 256, TMP_PREFIX + "x", "_tmp"])
+                                 "x" * 1025, "s/" + "y" * 256, TMP_PREFIX + "x"])
 def test_key_validation_rejects_traversal_and_junk(store, bucket, key):
     with pytest.raises(InvalidArgument) as err:
         validate_key(key)
@@ -235,6 +235,7 @@ def test_list_pagination_with_start_after_and_limit(store, bucket):
         pages.append([r.key for r in page])
         after = page[-1].key
     assert pages == [keys[0:3], keys[3:6], keys[6:7]]
+    assert [r.key for r in store.iter_objects(bucket, "p/", start_after=keys[4])] == keys[5:]
     everything = store.list(bucket)
     assert [r.key for r in everything] == keys + ["q/other"]  # staged uploads stay hidden
     assert everything[0].size == len('{"k":"p/00.json"}') and everything[0].sha256 == ""  # listings carry no hash

@@ -1,7 +1,8 @@
 """The shared server bootstrap against real gRPC servers on ephemeral ports (no mocks).
 
 The test service has no protos: a generic handler with raw-bytes messages. A request is a
-command the handler acts on: b"echo:<text>", b"sleep:<s>", b"raise:<ErrorClass>", b"crash", b"abort".
+command the handler acts on: b"echo:<text>", b"sleep:<s>", b"raise:<ErrorClass>", b"crash", b"abort",
+b"unbuilt".
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def act(command: bytes, context: grpc.ServicerContext) -> bytes:
         raise RuntimeError(LEAK)
     if verb == "abort":
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "handler said no")
+    if verb == "unbuilt":  # what a generated servicer base-class method does
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
     raise AssertionError(command)
 
 
@@ -99,8 +104,10 @@ def start():
         return server, server.address
 
     yield _start
-    for server in servers:
-        server.shutdown(grace=0)
+    for server in servers:  # bounded, so a shutdown bug fails the test instead of hanging the run
+        stopper = threading.Thread(target=server.shutdown, kwargs={"grace": 0}, daemon=True)
+        stopper.start()
+        stopper.join(10)
 
 
 @pytest.fixture
@@ -190,6 +197,27 @@ def test_shutdown_reports_not_serving_then_drains_in_flight_rpc(start, dial):
     assert rpc_error(calls(dial(address))["Echo"], b"echo:late").code() == grpc.StatusCode.UNAVAILABLE
 
 
+def test_shutdown_while_watches_close_does_not_deadlock(start, dial):
+    # grpc_health's own servicer hangs here on the first round (it sends under the lock that
+    # a closing Watch's callback needs); ours must not
+    for _ in range(10):
+        server, address = start()
+        stub = health_pb2_grpc.HealthStub(dial(address))
+        watches = [stub.Watch(health_pb2.HealthCheckRequest(), timeout=10) for _ in range(6)]
+        for w in watches:
+            next(w)
+        flipper = threading.Thread(target=lambda: [server.health.set("", health_pb2.HealthCheckResponse.SERVING)
+                                                   for _ in range(20)], daemon=True)
+        flipper.start()
+        for w in watches:
+            w.cancel()
+        stopper = threading.Thread(target=server.shutdown, kwargs={"grace": 0}, daemon=True)
+        stopper.start()
+        stopper.join(5)
+        flipper.join(5)
+        assert not stopper.is_alive() and not flipper.is_alive(), "health update deadlocked shutdown"
+
+
 def test_health_watch_does_not_pin_worker_threads(start, dial):
     # the error interceptor must keep Watch non-blocking; a blocking Watch holds a thread per stream
     _, address = start(max_workers=2)
@@ -275,6 +303,13 @@ def test_handler_abort_passes_through_unchanged(start, dial):
     _, address = start()
     error = rpc_error(calls(dial(address))["Echo"], b"abort")
     assert (error.code(), error.details()) == (grpc.StatusCode.PERMISSION_DENIED, "handler said no")
+
+
+def test_not_implemented_method_is_unimplemented(start, dial):
+    _, address = start()
+    error = rpc_error(calls(dial(address))["Echo"], b"unbuilt")
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "/test.v1.EchoService/Echo" in error.details()
 
 
 # -- auth -------------------------------------------------------------------------------------
