@@ -7,20 +7,13 @@ from pathlib import Path
 import grpc
 
 from services.common.interceptors import BearerTokenInterceptor
+from services.common.server import transport_options
 from services.common.settings import Settings
 
 
 def channel_options(settings: Settings) -> list[tuple[str, int]]:
-    keepalive_ms = int(settings.keepalive_seconds * 1000)
-    return [
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        # ping idle connections so dead peers (restarted pods, dropped NAT entries) are noticed
-        ("grpc.keepalive_time_ms", keepalive_ms),
-        ("grpc.keepalive_timeout_ms", min(20_000, keepalive_ms)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-    ]
+    # keep pinging while a long worker stream sends nothing (calibration can be quiet for minutes)
+    return [*transport_options(settings), ("grpc.http2.max_pings_without_data", 0)]
 
 
 def channel(addr: str, settings: Settings, token: str | None = None) -> grpc.Channel:

@@ -101,16 +101,25 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
                 send(None)  # ends the Watch with OK
 
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
+def transport_options(settings: Settings) -> list[tuple[str, int]]:
+    """Message-size limits and keepalive pings, the same on servers and client channels."""
     keepalive_ms = int(settings.keepalive_seconds * 1000)
     return [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
+        # ping idle connections so dead peers (restarted pods, dropped NAT entries) are noticed
         ("grpc.keepalive_time_ms", keepalive_ms),
         ("grpc.keepalive_timeout_ms", min(20_000, keepalive_ms)),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    keepalive_ms = int(settings.keepalive_seconds * 1000)
+    return [
+        *transport_options(settings),
         # accept client keepalive pings (the SDK and channel() ping every 30 s, even when idle);
         # the default (5 min) would answer them with GOAWAY "too_many_pings"
-        ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", min(5_000, keepalive_ms)),
         # fail loudly when the port is taken instead of silently sharing it
         ("grpc.so_reuseport", 0),
