@@ -13,7 +13,12 @@ from services.common.settings import Settings
 
 def channel_options(settings: Settings) -> list[tuple[str, int]]:
     # keep pinging while a long worker stream sends nothing (calibration can be quiet for minutes)
-    return [*transport_options(settings), ("grpc.http2.max_pings_without_data", 0)]
+    return [
+        *transport_options(settings),
+        ("grpc.http2.max_pings_without_data", 0),
+        # a dns:/// address of a headless Service resolves to every pod; spread calls across them
+        ("grpc.lb_policy_name", "round_robin"),
+    ]
 
 
 def channel(addr: str, settings: Settings, token: str | None = None) -> grpc.Channel:
