@@ -42,6 +42,13 @@ class Catalog:
         self.requests.remember("project", request.request_id, project.id)
         return project
 
+    def delete_model(self, model_id: str) -> None:
+        self.models.get(model_id, "model_id")
+        users = [p.id for p in self.projects.scan() if p.model_id == model_id]
+        if users:
+            raise FailedPrecondition(f"model {model_id} is used by projects {', '.join(users)}", field="model_id")
+        self.models.delete(model_id)
+
     def list_projects(self, page_size: int, page_token: str, parent_id: str) -> tuple[list[gateway_pb2.Project], str]:
         if parent_id:
             validate_id(parent_id, "parent_id", "prj")

@@ -13,9 +13,11 @@ import grpc
 from services.common.object_store import ObjectStore
 from services.common.settings import Settings
 from services.gateway.jobs import JobManager
+from services.gateway.models import ModelImports
 from services.gateway.projects import Catalog
 from services.gateway.records import RequestIndex
 from services.gateway.uploads import Uploads
+from services.gateway.workers import Workers
 from workbench.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,9 @@ class Gateway:
         self.jobs = JobManager(store, settings.bucket)
         self.catalog = Catalog(store, settings.bucket, self.jobs, requests)
         self.uploads = Uploads(store, settings.bucket, self.jobs, requests, settings.max_upload_bytes)
+        self.model_imports = ModelImports(
+            self.catalog, self.uploads, self.jobs, requests, Workers(settings), settings.bucket
+        )
 
     def recover(self) -> int:
         return self.jobs.recover()
@@ -60,12 +65,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     # -- models and datasets ---------------------------------------------------------------
 
+    def ImportModel(self, request, context):
+        return gateway_pb2.ImportModelResponse(job=self.gw.model_imports.start(request))
+
     def GetModel(self, request, context):
         return gateway_pb2.GetModelResponse(model=self.gw.catalog.models.get(request.model_id, "model_id"))
 
     def ListModels(self, request, context):
         models, token = self.gw.catalog.models.list(request.page_size, request.page_token)
         return gateway_pb2.ListModelsResponse(models=models, next_page_token=token)
+
+    def DeleteModel(self, request, context):
+        self.gw.catalog.delete_model(request.model_id)
+        return gateway_pb2.DeleteModelResponse()
 
     def GetDataset(self, request, context):
         return gateway_pb2.GetDatasetResponse(dataset=self.gw.catalog.datasets.get(request.dataset_id, "dataset_id"))

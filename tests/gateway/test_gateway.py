@@ -23,7 +23,7 @@ from services.gateway.servicer import registrar
 from workbench.client import JobFailedError, WorkbenchClient, WorkbenchError
 from workbench.v1 import (
     accuracy_pb2, accuracy_pb2_grpc, benchmark_pb2_grpc, common_pb2, converter_pb2, converter_pb2_grpc,
-    gateway_pb2, quantizer_pb2_grpc,
+    gateway_pb2, quantizer_pb2, quantizer_pb2_grpc,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -291,7 +291,9 @@ def test_every_service_serves_health_and_reflection(gateway_settings):
 
     servers = [ServiceServer("gateway", gateway_settings, registrar(gateway_settings))]
     for name, *_ in WORKERS:
-        servers.append(ServiceServer(name, gateway_settings, importlib.import_module(f"services.{name}.__main__").register))
+        module = importlib.import_module(f"services.{name}.__main__")
+        register = module.registrar(gateway_settings) if hasattr(module, "registrar") else module.register
+        servers.append(ServiceServer(name, gateway_settings, register))
     try:
         for server in servers:
             server.start()
@@ -309,7 +311,7 @@ def test_every_service_serves_health_and_reflection(gateway_settings):
 @pytest.mark.parametrize(
     ("name", "call"),
     [
-        ("converter", lambda ch: converter_pb2_grpc.ConverterServiceStub(ch).AnalyzeModel(converter_pb2.AnalyzeModelRequest())),
+        ("quantizer", lambda ch: list(quantizer_pb2_grpc.QuantizerServiceStub(ch).Quantize(quantizer_pb2.QuantizeRequest()))),
         ("accuracy", lambda ch: list(accuracy_pb2_grpc.AccuracyServiceStub(ch).Evaluate(accuracy_pb2.EvaluateRequest()))),
     ],
 )

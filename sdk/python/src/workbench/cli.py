@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 from google.protobuf import json_format
@@ -16,9 +15,6 @@ from google.protobuf.message import Message
 
 from workbench.client import JobFailedError, WorkbenchClient, WorkbenchError
 from workbench.v1 import common_pb2
-
-REPO_DATA = Path(__file__).resolve().parents[4] / "data"
-
 
 def _as_dict(message: Message) -> dict:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
@@ -131,6 +127,60 @@ def cmd_upload(args, out: Output, client: WorkbenchClient) -> int:
     return 0
 
 
+_FRAMEWORK_FILES = {
+    "cfg": common_pb2.MODEL_FILE_ROLE_DARKNET_CFG, "weights": common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS,
+    "names": common_pb2.MODEL_FILE_ROLE_LABELS, "file": common_pb2.MODEL_FILE_ROLE_MODEL,
+    "xml": common_pb2.MODEL_FILE_ROLE_IR_XML, "bin": common_pb2.MODEL_FILE_ROLE_IR_BIN,
+    "archive": common_pb2.MODEL_FILE_ROLE_ARCHIVE, "params": common_pb2.MODEL_FILE_ROLE_PARAMS,
+}
+
+
+def _model_rows(models) -> None:
+    _rows(["ID", "NAME", "FRAMEWORK", "TASK", "TYPE", "PARAMS", "GFLOPS"],
+          [[m.id, m.name, common_pb2.Framework.Name(m.framework).removeprefix("FRAMEWORK_").lower(),
+            m.artifact.analysis.task, m.artifact.analysis.model_type or "-",
+            f"{m.artifact.analysis.parameter_count / 1e6:.1f}M", f"{m.artifact.analysis.gflops:.2f}"] for m in models])
+
+
+def _model_info(model) -> None:
+    a = model.artifact.analysis
+    print(f"{model.id}  {model.name}  ({common_pb2.Framework.Name(model.framework).removeprefix('FRAMEWORK_').lower()})")
+    print(f"task {a.task}, type {a.model_type or '-'}, {a.parameter_count:,} parameters, {a.gflops:.2f} GFLOPs, "
+          f"{'quantized' if a.quantized else 'not quantized'}")
+    print("weights: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(a.weight_bytes.items())))
+    _rows(["", "NAME", "SHAPE", "TYPE", "LAYOUT"],
+          [["input", t.name, t.shape, t.element_type, t.layout or "-"] for t in a.inputs]
+          + [["output", t.name, t.shape, t.element_type, t.layout or "-"] for t in a.outputs])
+    print(f"IR: s3://{model.artifact.xml.bucket}/{model.artifact.xml.key}")
+
+
+def cmd_model(args, out: Output, client: WorkbenchClient) -> int:
+    if args.action == "import":
+        files = {role: getattr(args, flag) for flag, role in _FRAMEWORK_FILES.items() if getattr(args, flag)}
+        framework = common_pb2.Framework.Value(f"FRAMEWORK_{args.framework.upper()}") if args.framework else 0
+        options = common_pb2.ConvertOptions(
+            input_shapes=dict(s.split("=", 1) if "=" in s else ("", s) for s in args.input_shape),
+            reverse_input_channels=args.reverse_input_channels, compress_to_fp16=args.fp16,
+            mean_values=[float(v) for v in args.mean.split(",")] if args.mean else [],
+            scale_values=[float(v) for v in args.scale.split(",")] if args.scale else [],
+            outputs=args.output,
+        )
+        job = client.import_model(args.name, files, framework=framework, options=options)
+        done = client.wait_job(job.id, on_event=progress_printer(quiet=args.json))
+        model = client.get_model(done.output.model_id)
+        out.result(model, lambda: _model_info(model))
+    elif args.action == "list":
+        models = list(client.list_models())
+        out.result(models, lambda: _model_rows(models))
+    elif args.action == "info":
+        model = client.get_model(args.id)
+        out.result(model, lambda: _model_info(model))
+    elif args.action == "delete":
+        client.delete_model(args.id)
+        out.result({"deleted": args.id}, lambda: print(f"deleted {args.id}"))
+    return 0
+
+
 def _job_rows(jobs) -> None:
     _rows(["ID", "KIND", "STATE", "PROJECT", "PROGRESS", "ERROR"],
           [[j.id, common_pb2.JobKind.Name(j.kind).removeprefix("JOB_KIND_"), _state(j), j.project_id or "-",
@@ -164,30 +214,30 @@ def cmd_job(args, out: Output, client: WorkbenchClient) -> int:
 
 
 def cmd_demo(args, out: Output) -> int:
-    """Smoke flow for now: the stack, both upload paths with the verify job, a project, listings."""
+    """The main flow so far: the stack, the real yolov4-tiny imported from Darknet files, a project."""
     stack = _stack()
     components = stack.up()
     if not args.json:
         _print_components(components)
-    files = sorted(Path(args.data).glob("darknet/*.cfg")) if args.data else []
-    if not files:
-        raise SystemExit(f"workbench demo: no Darknet cfg files under {args.data}")
+    from services.reference_models import yolov4_generated, yolov4_tiny
+
+    files = yolov4_tiny() if args.model == "yolov4-tiny" else yolov4_generated()
     with WorkbenchClient(args.address, token=args.token) as client:
-        streamed = client.upload_file(files[0])
-        presigned = client.upload_file_presigned(files[-1])
-        project = client.create_project("demo: " + files[0].stem)
-        projects = list(client.list_projects())
-        jobs = list(client.list_jobs())
-    summary = {
-        "uploads": [_as_dict(u) for u in (streamed, presigned)],
-        "project": _as_dict(project),
-        "projects": len(projects),
-        "jobs": len(jobs),
-    }
-    out.result(summary, lambda: print(
-        f"uploaded {streamed.file_name} (stream) and {presigned.file_name} (presigned, verified by a job)\n"
-        f"project {project.id} created; {len(projects)} projects and {len(jobs)} jobs stored"
-    ))
+        job = client.import_model(args.model, {
+            common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: files.cfg,
+            common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: files.weights,
+            common_pb2.MODEL_FILE_ROLE_LABELS: files.names,
+        }, framework=common_pb2.FRAMEWORK_DARKNET)
+        done = client.wait_job(job.id, on_event=progress_printer(quiet=args.json))
+        model = client.get_model(done.output.model_id)
+        project = client.create_project(f"{args.model} on CPU", model_id=model.id, device="CPU")
+    summary = {"model": _as_dict(model), "project": _as_dict(project)}
+
+    def show() -> None:
+        _model_info(model)
+        print(f"project {project.id} created for {model.name} on {project.device}")
+
+    out.result(summary, show)
     return 0
 
 
@@ -203,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("down", help="stop the local stack; data is kept")
     commands.add_parser("status", help="health of each local component")
     demo = commands.add_parser("demo", help="run the main flow on the local stack")
-    demo.add_argument("--data", default=str(REPO_DATA), help="folder with darknet/*.cfg")
+    demo.add_argument("--model", default="yolov4-tiny", choices=["yolov4-tiny", "yolov4"],
+                      help="yolov4-tiny: real trained weights; yolov4: full size with generated weights (speed only)")
 
     project = commands.add_parser("project", help="projects").add_subparsers(dest="action", required=True)
     create = project.add_parser("create")
@@ -214,6 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_parser("list").add_argument("--parent", default="")
     project.add_parser("get").add_argument("id")
     project.add_parser("delete").add_argument("id")
+
+    model = commands.add_parser("model", help="models").add_subparsers(dest="action", required=True)
+    imp = model.add_parser("import", help="upload model files and convert them to OpenVINO IR")
+    imp.add_argument("name")
+    imp.add_argument("--framework", default="", choices=["", "darknet", "onnx", "tensorflow", "tflite", "paddle",
+                                                          "openvino"], help="detected when left out")
+    for flag in _FRAMEWORK_FILES:
+        imp.add_argument(f"--{flag}", default="")
+    imp.add_argument("--input-shape", action="append", default=[], help="[NAME=]SHAPE, e.g. [1,3,416,416]")
+    imp.add_argument("--mean", default="", help="comma-separated mean values")
+    imp.add_argument("--scale", default="", help="comma-separated scale values")
+    imp.add_argument("--reverse-input-channels", action="store_true")
+    imp.add_argument("--fp16", action="store_true", help="compress weights to FP16")
+    imp.add_argument("--output", action="append", default=[], help="output tensor to keep (repeatable)")
+    model.add_parser("list")
+    model.add_parser("info").add_argument("id")
+    model.add_parser("delete").add_argument("id")
 
     upload = commands.add_parser("upload", help="upload a file (chunked through the gateway, or --presigned)")
     upload.add_argument("file")
@@ -235,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("up", "down", "status", "demo"):
             return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command](args, out)
         with WorkbenchClient(args.address, token=args.token, tls_ca=args.tls_ca) as client:
-            handler = {"project": cmd_project, "upload": cmd_upload, "job": cmd_job}[args.command]
+            handler = {"project": cmd_project, "model": cmd_model, "upload": cmd_upload, "job": cmd_job}[args.command]
             return handler(args, out, client)
     except JobFailedError as exc:
         print(f"workbench: {exc.message}", file=sys.stderr)

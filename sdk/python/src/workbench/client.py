@@ -187,6 +187,28 @@ class WorkbenchClient:
 
     # -- models and datasets ---------------------------------------------------------------
 
+    def import_model(
+        self,
+        name: str,
+        files: dict[int, str | os.PathLike],
+        *,
+        framework: int = common_pb2.FRAMEWORK_UNSPECIFIED,
+        options: common_pb2.ConvertOptions | None = None,
+        request_id: str | None = None,
+    ) -> common_pb2.Job:
+        """Upload local files ({ModelFileRole: path}) and start converting them; returns the job."""
+        uploads = [gateway_pb2.ModelUpload(role=role, upload_id=self.upload_file(path).id) for role, path in files.items()]
+        request = gateway_pb2.ImportModelRequest(
+            name=name, framework=framework, files=uploads, options=options, request_id=request_id or uuid.uuid4().hex
+        )
+        return self._call(self.stub.ImportModel, request).job
+
+    def get_model(self, model_id: str) -> gateway_pb2.Model:
+        return self._call(self.stub.GetModel, gateway_pb2.GetModelRequest(model_id=model_id)).model
+
+    def delete_model(self, model_id: str) -> None:
+        self._call(self.stub.DeleteModel, gateway_pb2.DeleteModelRequest(model_id=model_id))
+
     def list_models(self, page_size: int = 100) -> Iterator[gateway_pb2.Model]:
         return self._paginate(self.stub.ListModels, gateway_pb2.ListModelsRequest(page_size=page_size), "models")
 

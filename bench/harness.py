@@ -1,0 +1,100 @@
+"""Shared pieces of the bench scripts: a throwaway SeaweedFS, services as real processes, memory, medians.
+
+Every bench prints its figures as one JSON object on its last line. The machine is shared and noisy,
+so compare sides measured in one run, alternating them, and quote medians.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.object_store import ObjectStore
+from services.common.seaweed import SeaweedServer
+from services.common.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def seaweed() -> Iterator[tuple[SeaweedServer, Settings]]:
+    with tempfile.TemporaryDirectory(prefix="bench-s3-") as state:
+        server = SeaweedServer.start(state, 0, "bench", secrets.token_hex(16), ready_timeout=90)
+        try:
+            settings = Settings(s3_endpoint=server.endpoint, s3_access_key=server.access_key,
+                                s3_secret_key=server.secret_key, bucket="bench")
+            ObjectStore.from_settings(settings).ensure_bucket("bench")
+            yield server, settings
+        finally:
+            server.stop(timeout=1)
+
+
+@contextlib.contextmanager
+def service_process(name: str, settings: Settings) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m services.<name>` on a free port, as the local stack runs it; yields (process, address)."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, **{f"WORKBENCH_{k.upper()}": str(v) for k, v in vars(settings).items()},
+           "WORKBENCH_LISTEN": address, "WORKBENCH_LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env, cwd=REPO)
+    try:
+        wait_serving(address)
+        yield process, address
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_serving(address: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} not serving after {timeout}s")
+            time.sleep(0.2)
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Peak resident memory (VmHWM) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def reset_peak_rss(pid: int | str = "self") -> None:
+    """Let VmHWM restart from the current RSS (Linux: write 5 to clear_refs)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def emit(figures: dict) -> None:
+    print(json.dumps(figures))

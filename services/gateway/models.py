@@ -1,0 +1,51 @@
+"""Model import: uploaded files -> converter -> a Model record with its IR and analysis."""
+
+from __future__ import annotations
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.gateway.jobs import JobContext, JobManager, now
+from services.gateway.projects import MAX_NAME, Catalog
+from services.gateway.records import RequestIndex, validate_request_id
+from services.gateway.uploads import Uploads
+from services.gateway.workers import Workers, follow
+from workbench.v1 import common_pb2, converter_pb2, gateway_pb2
+
+
+class ModelImports:
+    def __init__(self, catalog: Catalog, uploads: Uploads, jobs: JobManager, requests: RequestIndex,
+                 workers: Workers, bucket: str):
+        self.catalog, self.uploads, self.jobs, self.requests = catalog, uploads, jobs, requests
+        self.workers, self.bucket = workers, bucket
+
+    def start(self, request: gateway_pb2.ImportModelRequest) -> common_pb2.Job:
+        name = request.name.strip()
+        if not name or len(name) > MAX_NAME:
+            raise InvalidArgument(f"name is required, at most {MAX_NAME} characters", field="name")
+        validate_request_id(request.request_id)
+        if not request.files:
+            raise InvalidArgument("files must list the model's uploads", field="files")
+        existing = self.requests.lookup("import_model", request.request_id)
+        if existing:
+            return self.jobs.get(existing)
+        files = []
+        for i, item in enumerate(request.files):
+            upload = self.uploads.get(item.upload_id, f"files[{i}].upload_id")
+            if upload.state != gateway_pb2.UPLOAD_STATE_READY:
+                raise FailedPrecondition(f"upload {upload.id} is not ready", field=f"files[{i}].upload_id")
+            files.append(common_pb2.ModelFile(role=item.role, object=upload.object, file_name=upload.file_name))
+        convert = converter_pb2.ConvertModelRequest(
+            framework=request.framework, files=files, options=request.options, output_bucket=self.bucket
+        )
+
+        def work(ctx: JobContext) -> common_pb2.JobOutput:
+            artifact = follow(ctx, "converter", self.workers.converter.ConvertModel(convert))
+            model = gateway_pb2.Model(
+                id=self.catalog.models.new_id(), name=name, framework=artifact.source_framework,
+                artifact=artifact, create_time=now(),
+            )
+            self.catalog.models.put(model)
+            return common_pb2.JobOutput(model_id=model.id)
+
+        job = self.jobs.submit(common_pb2.JOB_KIND_IMPORT_MODEL, work, request_id=request.request_id)
+        self.requests.remember("import_model", request.request_id, job.id)
+        return job

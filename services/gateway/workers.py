@@ -1,0 +1,46 @@
+"""The gateway's calls to the worker services, as steps of jobs.
+
+Every worker RPC streams progress and ends with one result; a job forwards the progress,
+cancels the call on CancelJob, and fails naming the service when the call breaks.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from services.common.channels import channel
+from services.common.errors import Cancelled
+from services.common.settings import Settings
+from services.gateway.jobs import JobContext, JobFailed
+from workbench.v1 import accuracy_pb2_grpc, benchmark_pb2_grpc, converter_pb2_grpc, quantizer_pb2_grpc
+
+
+class Workers:
+    def __init__(self, settings: Settings):
+        token = settings.internal_token or None
+        self.converter = converter_pb2_grpc.ConverterServiceStub(channel(settings.converter_addr, settings, token))
+        self.quantizer = quantizer_pb2_grpc.QuantizerServiceStub(channel(settings.quantizer_addr, settings, token))
+        self.benchmark = benchmark_pb2_grpc.BenchmarkServiceStub(channel(settings.benchmark_addr, settings, token))
+        self.accuracy = accuracy_pb2_grpc.AccuracyServiceStub(channel(settings.accuracy_addr, settings, token))
+
+
+def follow(ctx: JobContext, service: str, call):
+    """Forward a worker stream's progress into the job; return its result message."""
+    ctx.on_cancel(call.cancel)
+    result = None
+    try:
+        for response in call:
+            event = response.WhichOneof("event")
+            if event == "progress":
+                ctx.report(response.progress)
+            else:
+                result = getattr(response, event)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.CANCELLED and ctx.cancelled:
+            raise Cancelled("cancelled by request") from None
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            raise JobFailed(f"the {service} service is unavailable: {error.details()}", service) from None
+        raise JobFailed(f"{service}: {error.details()}", service) from None
+    if result is None:
+        raise JobFailed(f"the {service} service ended without a result", service)
+    return result
