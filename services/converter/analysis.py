@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import openvino as ov
 
-from services.converter.model_info import model_info_strings
+from services.common.model_info import model_info_strings
 
 # Weight-carrying constants are those big enough to be parameters, not shape or axis operands.
 _MIN_WEIGHT_ELEMENTS = 2

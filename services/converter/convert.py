@@ -108,7 +108,9 @@ def _load_darknet(files: ModelFiles) -> ov.Model:
 
     if not (files.darknet_cfg and files.darknet_weights):
         raise InvalidArgument("a Darknet model needs a cfg and a weights file", field="files")
-    return convert_darknet(files.darknet_cfg, files.darknet_weights, names=files.labels)
+    model = convert_darknet(files.darknet_cfg, files.darknet_weights, names=files.labels)
+    model.input(0).get_node().set_layout(ov.Layout("NCHW"))
+    return model
 
 
 def _load_ir(files: ModelFiles) -> ov.Model:

@@ -31,7 +31,8 @@ from typing import BinaryIO, Union
 import numpy as np
 
 from services.common.errors import InvalidArgument
-from services.converter.model_info import darknet_model_info, write_model_info
+from services.common.model_info import write_model_info
+from services.converter.model_info import darknet_model_info
 
 INPUT_NAME = "image"
 # AlexeyAB darknet (which YOLOv4 comes from) folds batch norm with scale / sqrt(var + .00001) in

@@ -16,7 +16,7 @@ from services.common.pb import ir_from_pb, progress, ref_from_pb, ref_to_pb, str
 from services.common.settings import Settings
 from services.converter.analysis import Analysis, analyze
 from services.converter.convert import ConvertOptions, ModelFiles, apply_options, load, refuse_code_formats, save
-from services.converter.model_info import model_info_strings
+from services.common.model_info import model_info_strings
 from workbench.v1 import common_pb2, converter_pb2, converter_pb2_grpc
 
 SERVICE_NAME = converter_pb2.DESCRIPTOR.services_by_name["ConverterService"].full_name

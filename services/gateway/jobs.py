@@ -134,6 +134,7 @@ class JobManager:
                 raise Cancelled("cancelled by request")
             if output is not None:
                 job.output.CopyFrom(output)
+            job.progress.fraction = 1.0
             self._finish(running, common_pb2.JOB_STATE_SUCCEEDED)
         except Cancelled as exc:
             job.error = exc.message

@@ -27,7 +27,7 @@ from services import reference_models
 from services.common.errors import InvalidArgument
 from services.converter import darknet
 from services.converter.darknet import convert_darknet, expected_weight_count, load_cfg, parse_cfg, write_weights
-from services.converter.model_info import model_info_strings, read_model_info
+from services.common.model_info import model_info_strings, read_model_info
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "data" / "images"
@@ -577,7 +577,8 @@ def test_model_info_survives_save_and_read(tmp_path):
 def test_model_info_keeps_label_names_with_spaces():
     network = load_cfg(reference_models.yolov4_generated().cfg, width=416, height=416)
     labels = darknet.read_names(reference_models.yolov4_generated().names)
-    from services.converter.model_info import darknet_model_info, parse_model_info
+    from services.common.model_info import parse_model_info
+    from services.converter.model_info import darknet_model_info
 
     strings = darknet_model_info(network, labels)
     assert "traffic_light" in strings["labels"].split()
