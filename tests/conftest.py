@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import secrets
 import uuid
 
@@ -9,7 +11,10 @@ import pytest
 
 from services.common.object_store import ObjectStore
 from services.common.seaweed import SeaweedServer
+from services.common.server import ServiceServer
 from services.common.settings import Settings
+from services.gateway.servicer import registrar as gateway_registrar
+from workbench.client import WorkbenchClient
 
 S3_ACCESS_KEY = "workbench-test"
 
@@ -56,3 +61,32 @@ def s3_settings(seaweed, bucket) -> Settings:
         s3_secret_key=seaweed.secret_key,
         bucket=bucket,
     )
+
+
+@dataclasses.dataclass
+class Workbench:
+    """Every service in-process on free ports, as a client sees them."""
+
+    client: WorkbenchClient
+    settings: Settings
+    servers: dict[str, ServiceServer]
+
+
+@pytest.fixture
+def workbench(s3_settings):
+    """The four worker services and a gateway dialing them, sharing an internal token, on this test's bucket."""
+    settings = dataclasses.replace(s3_settings, listen="127.0.0.1:0", grace_seconds=1.0, internal_token="internal")
+    servers = {}
+    for name in ("converter", "quantizer", "benchmark", "accuracy"):
+        module = importlib.import_module(f"services.{name}.__main__")
+        register = module.registrar(settings) if hasattr(module, "registrar") else module.register
+        servers[name] = ServiceServer(name, settings, register)
+        servers[name].start()
+        settings = dataclasses.replace(settings, **{f"{name}_addr": servers[name].address})
+    servers["gateway"] = ServiceServer("gateway", settings, gateway_registrar(settings))
+    servers["gateway"].start()
+    client = WorkbenchClient(servers["gateway"].address, timeout=60)
+    yield Workbench(client, settings, servers)
+    client.close()
+    for server in servers.values():
+        server.shutdown(grace=0)

@@ -1,15 +1,9 @@
-"""Runs the accuracy service. Its RPCs answer UNIMPLEMENTED until the issue that builds them lands."""
+"""Runs the accuracy service."""
 
-import grpc
-
+from services.accuracy.servicer import registrar
 from services.common.entrypoint import run
-from workbench.v1 import accuracy_pb2, accuracy_pb2_grpc
-
-
-def register(server: grpc.Server) -> list[str]:
-    accuracy_pb2_grpc.add_AccuracyServiceServicer_to_server(accuracy_pb2_grpc.AccuracyServiceServicer(), server)
-    return [accuracy_pb2.DESCRIPTOR.services_by_name["AccuracyService"].full_name]
-
+from services.common.settings import Settings
 
 if __name__ == "__main__":
-    run("accuracy", register)
+    settings = Settings.from_env()
+    run("accuracy", registrar(settings), settings)

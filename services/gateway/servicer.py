@@ -12,7 +12,9 @@ import grpc
 
 from services.common.object_store import ObjectStore
 from services.common.settings import Settings
+from services.gateway.datasets import Datasets
 from services.gateway.jobs import JobManager
+from services.gateway.measurements import Measurements
 from services.gateway.models import ModelImports
 from services.gateway.projects import Catalog
 from services.gateway.records import RequestIndex
@@ -33,9 +35,10 @@ class Gateway:
         self.jobs = JobManager(store, settings.bucket)
         self.catalog = Catalog(store, settings.bucket, self.jobs, requests)
         self.uploads = Uploads(store, settings.bucket, self.jobs, requests, settings.max_upload_bytes)
-        self.model_imports = ModelImports(
-            self.catalog, self.uploads, self.jobs, requests, Workers(settings), settings.bucket
-        )
+        workers = Workers(settings)
+        self.model_imports = ModelImports(self.catalog, self.uploads, self.jobs, requests, workers, settings.bucket)
+        self.datasets = Datasets(self.catalog, self.uploads, self.jobs, requests, workers, store, settings.bucket)
+        self.measurements = Measurements(self.catalog, self.jobs, requests, workers, settings.bucket)
 
     def recover(self) -> int:
         return self.jobs.recover()
@@ -79,6 +82,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self.gw.catalog.delete_model(request.model_id)
         return gateway_pb2.DeleteModelResponse()
 
+    def ImportDataset(self, request, context):
+        return gateway_pb2.ImportDatasetResponse(job=self.gw.datasets.start_import(request))
+
+    def DeleteDataset(self, request, context):
+        self.gw.datasets.delete(request.dataset_id)
+        return gateway_pb2.DeleteDatasetResponse()
+
+    def PreviewDataset(self, request, context):
+        return self.gw.datasets.preview(request.dataset_id, request.max_images)
+
     def GetDataset(self, request, context):
         return gateway_pb2.GetDatasetResponse(dataset=self.gw.catalog.datasets.get(request.dataset_id, "dataset_id"))
 
@@ -101,6 +114,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def DeleteProject(self, request, context):
         self.gw.catalog.delete_project(request.project_id)
         return gateway_pb2.DeleteProjectResponse()
+
+    # -- measurements ----------------------------------------------------------------------
+
+    def BenchmarkProject(self, request, context):
+        return gateway_pb2.BenchmarkProjectResponse(job=self.gw.measurements.benchmark(request))
+
+    def SweepProject(self, request, context):
+        return gateway_pb2.SweepProjectResponse(job=self.gw.measurements.sweep(request))
+
+    def CompareProjects(self, request, context):
+        return self.gw.measurements.compare(request.first_project_id, request.second_project_id)
 
     # -- jobs ------------------------------------------------------------------------------
 

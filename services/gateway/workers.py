@@ -9,6 +9,7 @@ from __future__ import annotations
 import grpc
 
 from services.common.channels import channel
+from services.common import errors
 from services.common.errors import Cancelled
 from services.common.settings import Settings
 from services.gateway.jobs import JobContext, JobFailed
@@ -44,3 +45,22 @@ def follow(ctx: JobContext, service: str, call):
     if result is None:
         raise JobFailed(f"the {service} service ended without a result", service)
     return result
+
+
+_PASSED_ON = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.UNIMPLEMENTED: errors.Unimplemented,
+}
+
+
+def call(service: str, method, request, timeout: float = 120.0):
+    """A unary worker call from a gateway handler; the worker's status reaches the client, naming the service."""
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as error:
+        kind = _PASSED_ON.get(error.code(), errors.Unavailable)
+        raise kind(f"{service}: {error.details()}") from None

@@ -318,7 +318,9 @@ def test_every_service_serves_health_and_reflection(gateway_settings):
 def test_worker_capabilities_not_built_yet_answer_unimplemented(gateway_settings, name, call):
     import importlib
 
-    server = ServiceServer(name, gateway_settings, importlib.import_module(f"services.{name}.__main__").register)
+    module = importlib.import_module(f"services.{name}.__main__")
+    register = module.registrar(gateway_settings) if hasattr(module, "registrar") else module.register
+    server = ServiceServer(name, gateway_settings, register)
     server.start()
     try:
         with grpc.insecure_channel(server.address) as channel:

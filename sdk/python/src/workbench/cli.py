@@ -181,6 +181,110 @@ def cmd_model(args, out: Output, client: WorkbenchClient) -> int:
     return 0
 
 
+def _dataset_rows(datasets) -> None:
+    _rows(["ID", "NAME", "FORMAT", "IMAGES", "ANNOTATED", "BOXES", "CLASSES", "WARNINGS"],
+          [[d.id, d.name, common_pb2.DatasetFormat.Name(d.artifact.summary.format).removeprefix("DATASET_FORMAT_"),
+            d.artifact.summary.image_count, d.artifact.summary.annotated_image_count, d.artifact.summary.box_count,
+            len(d.artifact.summary.classes), len(d.artifact.summary.warnings)] for d in datasets])
+
+
+def _dataset_info(dataset) -> None:
+    s = dataset.artifact.summary
+    _dataset_rows([dataset])
+    print(f"image sizes: min {s.min_width}x{s.min_height}, median {s.median_width}x{s.median_height}, "
+          f"max {s.max_width}x{s.max_height}")
+    if s.classes:
+        _rows(["CLASS", "ID", "BOXES", "IMAGES"], [[c.name, c.id, c.boxes, c.images] for c in s.classes])
+    for warning in s.warnings:
+        print(f"warning: {warning}")
+
+
+def cmd_dataset(args, out: Output, client: WorkbenchClient) -> int:
+    if args.action == "import":
+        fmt = common_pb2.DatasetFormat.Value(f"DATASET_FORMAT_{args.format.upper()}") if args.format else 0
+        job = client.import_dataset(args.name, args.files, format=fmt)
+        done = client.wait_job(job.id, on_event=progress_printer(quiet=args.json))
+        dataset = client.get_dataset(done.output.dataset_id)
+        out.result(dataset, lambda: _dataset_info(dataset))
+    elif args.action == "list":
+        datasets = list(client.list_datasets())
+        out.result(datasets, lambda: _dataset_rows(datasets))
+    elif args.action == "info":
+        dataset = client.get_dataset(args.id)
+        out.result(dataset, lambda: _dataset_info(dataset))
+    elif args.action == "preview":
+        png = client.preview_dataset(args.id, args.images)
+        with open(args.output, "wb") as f:
+            f.write(png)
+        out.result({"preview": args.output, "bytes": len(png)}, lambda: print(f"wrote {args.output}"))
+    elif args.action == "delete":
+        client.delete_dataset(args.id)
+        out.result({"deleted": args.id}, lambda: print(f"deleted {args.id}"))
+    return 0
+
+
+def _bench_config(args) -> common_pb2.BenchmarkConfig:
+    return common_pb2.BenchmarkConfig(
+        device=args.device, hint=common_pb2.PerformanceHint.Value(f"PERFORMANCE_HINT_{args.hint.upper()}"),
+        streams=args.streams, infer_requests=args.requests, batch=args.batch, threads=args.threads,
+        duration_seconds=args.duration, random_inputs=args.random, performance_counters=args.counters,
+        cache_compiled_model=args.cache,
+    )
+
+
+def _bench_line(r: common_pb2.BenchmarkResult) -> str:
+    c = r.conditions
+    flag = f"  DISTURBED: {c.disturbed_reason}" if c.disturbed else ""
+    return (f"{r.throughput_fps:.1f} FPS, latency median {r.latency.median_ms:.2f} ms (p90 {r.latency.p90_ms:.2f}, "
+            f"p99 {r.latency.p99_ms:.2f}), {r.runtime_streams} streams, {r.runtime_infer_requests} requests, "
+            f"{r.runtime_threads} threads, {r.inference_precision} on {c.device_full_name} ({c.cpu_cores} cores, "
+            f"load {c.load_average:.2f}, OpenVINO {c.openvino_version.split('-')[0]}){flag}")
+
+
+def cmd_benchmark(args, out: Output, client: WorkbenchClient) -> int:
+    job = client.benchmark_project(args.project, _bench_config(args))
+    result = client.wait_job(job.id, on_event=progress_printer(quiet=args.json)).output.benchmark
+    out.result(result, lambda: print(_bench_line(result)))
+    return 0
+
+
+def cmd_sweep(args, out: Output, client: WorkbenchClient) -> int:
+    def numbers(text: str) -> list[int]:
+        return [int(v) for v in text.split(",") if v]
+
+    job = client.sweep_project(args.project, batches=numbers(args.batches), streams=numbers(args.streams_grid),
+                               infer_requests=numbers(args.requests_grid), latency_limit_ms=args.latency_limit,
+                               base=_bench_config(args))
+    result = client.wait_job(job.id, on_event=progress_printer(quiet=args.json)).output.sweep
+
+    def table() -> None:
+        _rows(["", "BATCH", "STREAMS", "REQUESTS", "FPS", "MEDIAN MS"],
+              [["best" if i == result.best_index else "sweet spot" if i == result.best_within_latency_index else "",
+                p.batch or "-", p.result.runtime_streams, p.result.runtime_infer_requests,
+                f"{p.result.throughput_fps:.1f}", f"{p.result.latency.median_ms:.2f}"]
+               for i, p in enumerate(result.points)])
+        print(f"chart: s3://{result.chart.bucket}/{result.chart.key}")
+
+    out.result(result, table)
+    return 0
+
+
+def cmd_compare(args, out: Output, client: WorkbenchClient) -> int:
+    comparison = client.compare_projects(args.first, args.second)
+
+    def table() -> None:
+        print(f"{comparison.first.name}: {_bench_line(comparison.first.last_benchmark)}")
+        print(f"{comparison.second.name}: {_bench_line(comparison.second.last_benchmark)}")
+        print(f"throughput x{comparison.throughput_ratio:.2f}, median latency x{comparison.latency_ratio:.2f}")
+        if comparison.layer_types:
+            _rows(["LAYER TYPE", "FIRST MS", "PRECISION", "SECOND MS", "PRECISION"],
+                  [[t.layer_type, f"{t.first_time_ms:.2f}", ",".join(t.first_precisions) or "-",
+                    f"{t.second_time_ms:.2f}", ",".join(t.second_precisions) or "-"] for t in comparison.layer_types])
+
+    out.result(comparison, table)
+    return 0
+
+
 def _job_rows(jobs) -> None:
     _rows(["ID", "KIND", "STATE", "PROJECT", "PROGRESS", "ERROR"],
           [[j.id, common_pb2.JobKind.Name(j.kind).removeprefix("JOB_KIND_"), _state(j), j.project_id or "-",
@@ -283,6 +387,45 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_parser("info").add_argument("id")
     model.add_parser("delete").add_argument("id")
 
+    dataset = commands.add_parser("dataset", help="datasets").add_subparsers(dest="action", required=True)
+    dimp = dataset.add_parser("import", help="upload an archive (or loose files) and import it")
+    dimp.add_argument("name")
+    dimp.add_argument("files", nargs="+")
+    dimp.add_argument("--format", default="", choices=["", "coco", "voc", "imagenet", "yolo", "images"],
+                      help="detected when left out")
+    dataset.add_parser("list")
+    dataset.add_parser("info").add_argument("id")
+    prev = dataset.add_parser("preview", help="a PNG of a few images with their annotations")
+    prev.add_argument("id")
+    prev.add_argument("-o", "--output", default="preview.png")
+    prev.add_argument("--images", type=int, default=6)
+    dataset.add_parser("delete").add_argument("id")
+
+    def bench_flags(command) -> None:
+        command.add_argument("project")
+        command.add_argument("--device", default="")
+        command.add_argument("--hint", default="throughput", choices=["throughput", "latency", "none"])
+        command.add_argument("--streams", type=int, default=0)
+        command.add_argument("--requests", type=int, default=0)
+        command.add_argument("--batch", type=int, default=0)
+        command.add_argument("--threads", type=int, default=0)
+        command.add_argument("--duration", type=float, default=10.0, help="seconds")
+        command.add_argument("--random", action="store_true", help="random inputs instead of dataset images")
+        command.add_argument("--counters", action="store_true", help="per-layer counters (separate run)")
+        command.add_argument("--cache", action="store_true", help="cache the compiled model")
+
+    bench = commands.add_parser("benchmark", help="measure a project's throughput and latency")
+    bench_flags(bench)
+    sweep_cmd = commands.add_parser("sweep", help="explore inference configurations")
+    bench_flags(sweep_cmd)
+    sweep_cmd.add_argument("--batches", default="1", help="comma-separated, e.g. 1,2,4")
+    sweep_cmd.add_argument("--streams-grid", default="", help="comma-separated stream counts")
+    sweep_cmd.add_argument("--requests-grid", default="", help="comma-separated request counts")
+    sweep_cmd.add_argument("--latency-limit", type=float, default=0.0, help="ms, for the sweet spot")
+    compare = commands.add_parser("compare", help="two projects side by side")
+    compare.add_argument("first")
+    compare.add_argument("second")
+
     upload = commands.add_parser("upload", help="upload a file (chunked through the gateway, or --presigned)")
     upload.add_argument("file")
     upload.add_argument("--presigned", action="store_true", help="PUT straight to object storage")
@@ -303,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("up", "down", "status", "demo"):
             return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command](args, out)
         with WorkbenchClient(args.address, token=args.token, tls_ca=args.tls_ca) as client:
-            handler = {"project": cmd_project, "model": cmd_model, "upload": cmd_upload, "job": cmd_job}[args.command]
+            handler = {"project": cmd_project, "model": cmd_model, "dataset": cmd_dataset, "upload": cmd_upload,
+                       "job": cmd_job, "benchmark": cmd_benchmark, "sweep": cmd_sweep, "compare": cmd_compare,
+                       }[args.command]
             return handler(args, out, client)
     except JobFailedError as exc:
         print(f"workbench: {exc.message}", file=sys.stderr)

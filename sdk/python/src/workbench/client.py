@@ -209,11 +209,60 @@ class WorkbenchClient:
     def delete_model(self, model_id: str) -> None:
         self._call(self.stub.DeleteModel, gateway_pb2.DeleteModelRequest(model_id=model_id))
 
+    def import_dataset(
+        self,
+        name: str,
+        paths: list[str | os.PathLike],
+        *,
+        format: int = common_pb2.DATASET_FORMAT_UNSPECIFIED,
+        request_id: str | None = None,
+    ) -> common_pb2.Job:
+        """Upload an archive (or loose files) and start importing it; returns the job."""
+        upload_ids = [self.upload_file(path).id for path in paths]
+        request = gateway_pb2.ImportDatasetRequest(
+            name=name, format=format, upload_ids=upload_ids, request_id=request_id or uuid.uuid4().hex
+        )
+        return self._call(self.stub.ImportDataset, request).job
+
+    def get_dataset(self, dataset_id: str) -> gateway_pb2.Dataset:
+        return self._call(self.stub.GetDataset, gateway_pb2.GetDatasetRequest(dataset_id=dataset_id)).dataset
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._call(self.stub.DeleteDataset, gateway_pb2.DeleteDatasetRequest(dataset_id=dataset_id))
+
+    def preview_dataset(self, dataset_id: str, max_images: int = 6) -> bytes:
+        """A PNG of a few images with their annotations drawn."""
+        response = self._call(
+            self.stub.PreviewDataset, gateway_pb2.PreviewDatasetRequest(dataset_id=dataset_id, max_images=max_images)
+        )
+        with urllib.request.urlopen(response.download_url, timeout=self.timeout) as body:
+            return body.read()
+
     def list_models(self, page_size: int = 100) -> Iterator[gateway_pb2.Model]:
         return self._paginate(self.stub.ListModels, gateway_pb2.ListModelsRequest(page_size=page_size), "models")
 
     def list_datasets(self, page_size: int = 100) -> Iterator[gateway_pb2.Dataset]:
         return self._paginate(self.stub.ListDatasets, gateway_pb2.ListDatasetsRequest(page_size=page_size), "datasets")
+
+    # -- measurements ----------------------------------------------------------------------
+
+    def benchmark_project(self, project_id: str, config: common_pb2.BenchmarkConfig | None = None,
+                          request_id: str | None = None) -> common_pb2.Job:
+        request = gateway_pb2.BenchmarkProjectRequest(project_id=project_id, config=config,
+                                                      request_id=request_id or uuid.uuid4().hex)
+        return self._call(self.stub.BenchmarkProject, request).job
+
+    def sweep_project(self, project_id: str, *, batches=(), streams=(), infer_requests=(),
+                      latency_limit_ms: float = 0.0, base: common_pb2.BenchmarkConfig | None = None,
+                      request_id: str | None = None) -> common_pb2.Job:
+        request = gateway_pb2.SweepProjectRequest(
+            project_id=project_id, base=base, batches=batches, streams=streams, infer_requests=infer_requests,
+            latency_limit_ms=latency_limit_ms, request_id=request_id or uuid.uuid4().hex)
+        return self._call(self.stub.SweepProject, request).job
+
+    def compare_projects(self, first_project_id: str, second_project_id: str) -> gateway_pb2.CompareProjectsResponse:
+        return self._call(self.stub.CompareProjects, gateway_pb2.CompareProjectsRequest(
+            first_project_id=first_project_id, second_project_id=second_project_id))
 
     # -- jobs ------------------------------------------------------------------------------
 

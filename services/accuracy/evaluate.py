@@ -1,0 +1,214 @@
+"""A detector over a set of images: per-image Detections, and their COCO results JSON form.
+
+`evaluate` keeps the runtime busy: an AsyncInferQueue of the device's optimal number of requests
+(THROUGHPUT hint), a small thread pool reading and preprocessing the next images while the current
+ones infer (at most `window` images ahead, so memory stays bounded on any dataset size), and decoding
+in the requests' completion callbacks, while the output tensors are still the request's own.
+Progress goes to `report(stage, fraction, message, **metrics)` from the calling thread only, so a
+report that raises (services.common.progress's Cancelled) stops the work cleanly.
+
+COCO results ({image_id, category_id, bbox [x, y, w, h], score}) carry dataset category ids; model label
+indices map to them with a services.common.labels.LabelMapping or a plain {label index: category id}.
+Labels without a category are left out, as are categories without a label on the way back.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.properties as props
+import openvino.properties.hint as hints
+
+from services.common.detection import Decoder, Detections
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.images import decode_image
+from services.common.labels import LabelMapping
+from services.common.preprocess import Preprocessing
+
+ImageId = Hashable
+Report = Callable[..., None]
+STAGE = "evaluate"
+REPORT_EVERY_S = 0.5
+PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+
+
+def _no_report(*args, **kwargs) -> None:
+    pass
+
+
+def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]], decoder: Decoder,
+             preprocessing: Preprocessing, *, device: str = "CPU", precision_hint: str | None = None,
+             report: Report = _no_report, core: ov.Core | None = None, properties: Mapping | None = None,
+             workers: int | None = None, window: int | None = None) -> dict[ImageId, Detections]:
+    """Detections of every (image_id, path), in original-image pixels clipped to the image.
+
+    precision_hint: "f32", "bf16" or "f16" (INFERENCE_PRECISION_HINT); None leaves the device's default
+    (bf16 on CPUs with AMX/avx512_bf16). properties: more compile properties. workers: reading threads
+    (default: 2); window: images read ahead of inference (default: 2 per request, at least 4).
+    An unreadable image raises InvalidArgument naming it (field "dataset")."""
+    total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
+    core = core or ov.Core()
+    config: dict = {hints.performance_mode: hints.PerformanceMode.THROUGHPUT}
+    if precision_hint:
+        if precision_hint.lower() not in PRECISIONS:
+            raise InvalidArgument(f"unknown precision {precision_hint!r} (f32, bf16 or f16)", field="precision")
+        config[hints.inference_precision] = ov.Type(PRECISIONS[precision_hint.lower()])
+    config.update(properties or {})
+    report(STAGE, 0.0, f"compiling for {device}")
+    try:
+        compiled = core.compile_model(model, device, config)
+    except RuntimeError as exc:
+        raise FailedPrecondition(f"{device} cannot compile the model: {str(exc).splitlines()[0]}",
+                                 field="device") from None
+    names = {name for port in compiled.outputs for name in port.get_names()}
+    missing = [name for name in decoder.output_names if name not in names]
+    if missing:
+        raise FailedPrecondition(f"the decoder reads outputs {missing} the model does not have", field="model")
+    ports = [compiled.output(name) for name in decoder.output_names]
+    requests = int(compiled.get_property(props.optimal_number_of_infer_requests))
+    queue = ov.AsyncInferQueue(compiled, requests)
+
+    results: dict[ImageId, Detections] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def done(request: ov.InferRequest, userdata) -> None:
+        image_id, transform, size = userdata
+        try:
+            outputs = {name: request.get_tensor(port).data for name, port in zip(decoder.output_names, ports)}
+            found = decoder(outputs, transform, size)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            results[image_id] = found
+
+    queue.set_callback(done)
+
+    def load(image_id: ImageId, path) -> tuple:
+        pixels = decode_image(Path(path), name=f"image {image_id} ({Path(path).name})", field="dataset")
+        tensor, transform = preprocessing(pixels)
+        return tensor[None], transform, (pixels.shape[1], pixels.shape[0])
+
+    workers = workers or 2
+    window = window or max(4, 2 * requests)
+    seen: set = set()
+    pending: collections.deque[tuple[ImageId, Future]] = collections.deque()
+    started = last_report = time.perf_counter()
+    submitted = 0
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evaluate-read")
+    try:
+        source = iter(images)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < window:
+                try:
+                    image_id, path = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if image_id in seen:
+                    raise InvalidArgument(f"image id {image_id!r} is listed twice", field="dataset")
+                seen.add(image_id)
+                pending.append((image_id, pool.submit(load, image_id, path)))
+            if not pending:
+                break
+            image_id, future = pending.popleft()
+            tensor, transform, size = future.result()
+            if errors:
+                break
+            queue.start_async({0: tensor}, (image_id, transform, size))
+            submitted += 1
+            now = time.perf_counter()
+            if now - last_report >= REPORT_EVERY_S:
+                last_report = now
+                with lock:
+                    finished = len(results)
+                report(STAGE, finished / total if total else None, _progress(finished, total),
+                       images_per_second=finished / (now - started))
+        queue.wait_all()
+    finally:
+        for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        queue.wait_all()
+    if errors:
+        raise errors[0]
+    elapsed = time.perf_counter() - started
+    report(STAGE, 1.0, _progress(len(results), total), images_per_second=len(results) / max(elapsed, 1e-9))
+    return results
+
+
+def _progress(finished: int, total: int | None) -> str:
+    return f"{finished} of {total} images" if total is not None else f"{finished} images"
+
+
+# --------------------------------------------------------------------------------------------- COCO JSON
+
+
+def _label_to_category(mapping: LabelMapping | Mapping[int, int]) -> dict[int, int]:
+    return dict(mapping.model_to_dataset) if isinstance(mapping, LabelMapping) else {int(k): int(v)
+                                                                                     for k, v in mapping.items()}
+
+
+def to_coco_results(predictions: Mapping[ImageId, Detections], mapping: LabelMapping | Mapping[int, int], *,
+                    min_score: float = 0.0, decimals: int | None = 3) -> list[dict]:
+    """COCO results: one {image_id, category_id, bbox [x, y, w, h], score} per detection with score >= min_score
+    whose label maps to a category; by image (in the mapping's order), then descending score.
+    decimals: rounding of the box coordinates (None keeps float32 values); scores are kept to 6 digits."""
+    to_category = _label_to_category(mapping)
+    results = []
+    for image_id, found in predictions.items():
+        for box, score, label in zip(found.boxes.tolist(), found.scores.tolist(), found.labels.tolist()):
+            category = to_category.get(label)
+            if category is None or score < min_score:
+                continue
+            x1, y1, x2, y2 = box
+            bbox = [x1, y1, x2 - x1, y2 - y1]
+            if decimals is not None:
+                bbox = [round(v, decimals) for v in bbox]
+            results.append({"image_id": image_id, "category_id": category, "bbox": bbox,
+                            "score": round(score, 6)})
+    return results
+
+
+def from_coco_results(results: Iterable[Mapping], mapping: LabelMapping | Mapping[int, int],
+                      image_ids: Iterable[ImageId] = ()) -> dict[ImageId, Detections]:
+    """Per-image Detections of COCO results (model label indices through the mapping, inverted); every id of
+    image_ids gets an entry, empty when no result names it. Categories no label maps to are left out."""
+    to_label = (mapping.dataset_to_model() if isinstance(mapping, LabelMapping)
+                else {category: label for label, category in sorted(_label_to_category(mapping).items(),
+                                                                     reverse=True)})
+    rows: dict[ImageId, list] = {image_id: [] for image_id in image_ids}
+    for result in results:
+        label = to_label.get(int(result["category_id"]))
+        if label is None:
+            continue
+        x, y, w, h = (float(v) for v in result["bbox"])
+        rows.setdefault(result["image_id"], []).append((x, y, x + w, y + h, float(result["score"]), label))
+    out = {}
+    for image_id, found in rows.items():
+        if not found:
+            out[image_id] = Detections.empty()
+            continue
+        table = np.asarray(found, np.float64)
+        out[image_id] = Detections(table[:, :4], table[:, 4], table[:, 5].astype(np.int64)).sorted()
+    return out
+
+
+def annotations_as_detections(ground_truth: Mapping, mapping: LabelMapping | Mapping[int, int], *,
+                              include_crowd: bool = False) -> dict[ImageId, Detections]:
+    """A COCO ground-truth dict's boxes as per-image Detections (score 1, model label indices), every image
+    of its "images" present; for drawing annotations beside predictions. Crowd regions are left out unless asked."""
+    annotations = [dict(a, score=1.0) for a in ground_truth.get("annotations", [])
+                   if include_crowd or not a.get("iscrowd")]
+    return from_coco_results(annotations, mapping, [image["id"] for image in ground_truth.get("images", [])])

@@ -1,0 +1,284 @@
+"""Throughput and latency of a compiled model, measured the way OpenVINO's benchmark_app does.
+
+An AsyncInferQueue of the runtime's optimal number of requests, input tensors set once per request,
+start_async() in a loop until the duration (or iteration count) is spent, rounded up to whole waves
+of requests; latency is each request's own `latency`, throughput is frames over the wall time.
+Per-layer counters come from a separate short run, so profiling never slows the timed one.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import openvino as ov
+import openvino.properties as props
+import openvino.properties.hint as hints
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.progress import Report
+
+HINTS = {"throughput": hints.PerformanceMode.THROUGHPUT, "latency": hints.PerformanceMode.LATENCY}
+PROFILE_ITERATIONS = 20
+# Other processes using more CPU than this (in cores, on average) during a measurement disturb it.
+DISTURBED_CORES = 0.25
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    device: str = "CPU"
+    hint: str = "throughput"  # throughput | latency | none
+    streams: int = 0  # 0: the runtime chooses
+    infer_requests: int = 0
+    batch: int = 0  # 0: the model's batch
+    threads: int = 0
+    duration_s: float = 10.0
+    iterations: int = 0  # when set, stop after this many instead of after duration_s
+    cache_dir: str = ""  # compiled-model cache
+    performance_counters: bool = False
+
+
+@dataclass
+class LayerTime:
+    name: str
+    layer_type: str
+    exec_precision: str
+    exec_type: str
+    real_time_ms: float
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    throughput_fps: float
+    latency_ms: dict[str, float]  # median, average, min, max, p90, p99
+    compile_s: float
+    first_inference_ms: float
+    iterations: int
+    duration_s: float
+    runtime_streams: int
+    runtime_infer_requests: int
+    runtime_threads: int
+    inference_precision: str
+    conditions: dict[str, object]
+    layers: list[LayerTime] = field(default_factory=list)
+
+
+def conditions(core: ov.Core, device: str) -> dict[str, object]:
+    """What a figure was measured under; never quote a number without it."""
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_cores": os.cpu_count() or 0,
+        "load_average": round(os.getloadavg()[0], 2),
+        "openvino_version": ov.get_version(),
+        "device_full_name": core.get_property(device, props.device.full_name()),
+    }
+
+
+def prepare(model: ov.Model, config: BenchConfig) -> ov.Model:
+    """Validate the configuration against the model and the runtime; reshape to the batch."""
+    core = ov.Core()
+    if config.device.split(":")[0].split(".")[0] not in {d.split(".")[0] for d in core.available_devices} | {
+            "AUTO", "MULTI", "HETERO"}:
+        raise InvalidArgument(f"unknown device {config.device!r}; this machine has {', '.join(core.available_devices)}",
+                              field="config.device")
+    if config.duration_s <= 0 and config.iterations <= 0:
+        raise InvalidArgument("give a positive duration_seconds or iterations", field="config.duration_seconds")
+    for name in ("streams", "infer_requests", "batch", "threads"):
+        if getattr(config, name) < 0:
+            raise InvalidArgument(f"{name} must not be negative", field=f"config.{name}")
+    if config.hint not in (*HINTS, "none"):
+        raise InvalidArgument(f"unknown performance hint {config.hint!r}", field="config.hint")
+    if config.batch:
+        shapes = {}
+        for port in model.inputs:
+            shape = port.get_partial_shape()
+            if shape.rank.is_dynamic or shape.rank.get_length() == 0:
+                raise InvalidArgument(f"input {port.any_name} has no batch dimension to set", field="config.batch")
+            shape[0] = config.batch
+            shapes[port.any_name] = shape
+        try:
+            model.reshape(shapes)
+        except Exception as exc:
+            raise InvalidArgument(f"the model cannot be reshaped to batch {config.batch}: {str(exc).splitlines()[0]}",
+                                  field="config.batch") from None
+    for port in model.inputs:
+        if port.get_partial_shape().is_dynamic:
+            raise FailedPrecondition(f"input {port.any_name} has a dynamic shape {port.get_partial_shape()}; "
+                                     "give a batch or convert with a static shape", field="model")
+    return model
+
+
+def compile_properties(config: BenchConfig) -> dict:
+    properties: dict = {}
+    if config.hint in HINTS:
+        properties[hints.performance_mode] = HINTS[config.hint]
+    if config.streams:
+        properties[props.num_streams] = config.streams
+    if config.infer_requests and config.hint != "none":
+        properties[hints.num_requests] = config.infer_requests
+    if config.threads:
+        properties[props.inference_num_threads] = config.threads
+    if config.cache_dir:
+        properties[props.cache_dir] = config.cache_dir
+    return properties
+
+
+def inputs_for(compiled: ov.CompiledModel, images: np.ndarray | None, seed: int = 0) -> list[dict[int, np.ndarray]]:
+    """One set of input tensors per request: dataset images (NCHW, batch 1) tiled to the batch, or random data."""
+    rng = np.random.default_rng(seed)
+    count = max(1, len(images)) if images is not None else 1
+    sets = []
+    for i in range(count):
+        tensors = {}
+        for index, p in enumerate(compiled.inputs):
+            dims = list(p.shape)
+            if images is not None and index == 0 and len(images) and list(images.shape[1:]) == dims[1:]:
+                picks = [images[(i * dims[0] + b) % len(images)] for b in range(dims[0])]
+                tensors[index] = np.ascontiguousarray(np.stack(picks), dtype=p.get_element_type().to_dtype())
+            else:
+                tensors[index] = rng.random(dims, dtype=np.float32).astype(p.get_element_type().to_dtype())
+        sets.append(tensors)
+    return sets
+
+
+def benchmark(model: ov.Model, config: BenchConfig, images: np.ndarray | None = None,
+              report: Report = lambda *a, **k: None) -> BenchResult:
+    """Compile, warm up with one inference, then time the async loop."""
+    model = prepare(model, config)
+    core = ov.Core()
+    measured_under = conditions(core, config.device)
+    report("compile", 0.0, f"compiling for {config.device}")
+    started = time.perf_counter()
+    try:
+        compiled = core.compile_model(model, config.device, compile_properties(config))
+    except Exception as exc:
+        raise FailedPrecondition(f"{config.device} cannot compile the model: {str(exc).splitlines()[0]}",
+                                 field="config") from None
+    compile_s = time.perf_counter() - started
+    nireq = config.infer_requests or compiled.get_property(props.optimal_number_of_infer_requests)
+    queue = ov.AsyncInferQueue(compiled, nireq)
+    sets = inputs_for(compiled, images)
+    for i, request in enumerate(queue):
+        for index, data in sets[i % len(sets)].items():
+            request.set_input_tensor(index, ov.Tensor(data))
+    first = queue[0]
+    started = time.perf_counter()
+    first.infer()
+    first_ms = (time.perf_counter() - started) * 1000
+    report("measure", 0.05, f"{nireq} requests")
+
+    times: list[float] = []
+    in_flight: set[int] = set()
+    iterations, elapsed = 0, 0.0
+    last_report = 0.0
+    batch = compiled.inputs[0].shape[0] if len(compiled.inputs[0].shape) else 1
+    cpu_before = _cpu_seconds()
+    start = time.perf_counter()
+    while (config.iterations and iterations < config.iterations) or \
+            (not config.iterations and elapsed < config.duration_s) or iterations % nireq:
+        idle = queue.get_idle_request_id()
+        if idle in in_flight:
+            times.append(queue[idle].latency)
+        else:
+            in_flight.add(idle)
+        queue.start_async()
+        iterations += 1
+        elapsed = time.perf_counter() - start
+        if elapsed - last_report >= 1.0:
+            last_report = elapsed
+            done = iterations / config.iterations if config.iterations else elapsed / config.duration_s
+            report("measure", 0.05 + 0.9 * min(done, 1.0), f"{iterations} iterations",
+                   fps=iterations * batch / elapsed)
+    queue.wait_all()
+    total_s = time.perf_counter() - start
+    measured_under.update(_disturbance(cpu_before, _cpu_seconds(), total_s))
+    times.extend(queue[i].latency for i in in_flight)
+    times.sort()
+    result = BenchResult(
+        config=config,
+        throughput_fps=iterations * batch / total_s,
+        latency_ms=_latency(times),
+        compile_s=compile_s,
+        first_inference_ms=first_ms,
+        iterations=iterations,
+        duration_s=total_s,
+        runtime_streams=int(compiled.get_property(props.num_streams)),
+        runtime_infer_requests=nireq,
+        runtime_threads=int(compiled.get_property(props.inference_num_threads)),
+        inference_precision=compiled.get_property(hints.inference_precision).get_type_name(),
+        conditions=measured_under,
+    )
+    if config.performance_counters:
+        report("profile", 0.96, "per-layer counters")
+        result.layers = profile(core, model, config, sets[0])
+    return result
+
+
+def profile(core: ov.Core, model: ov.Model, config: BenchConfig, inputs: dict[int, np.ndarray]) -> list[LayerTime]:
+    """Per-layer time and execution precision, summed over a few inferences of a separately compiled model."""
+    properties = {**compile_properties(replace(config, cache_dir="")), props.enable_profiling: True}
+    request = core.compile_model(model, config.device, properties).create_infer_request()
+    totals: dict[str, LayerTime] = {}
+    for _ in range(PROFILE_ITERATIONS):
+        request.infer(inputs)
+        for info in request.profiling_info:
+            if info.status != info.Status.EXECUTED:
+                continue
+            layer = totals.setdefault(info.node_name, LayerTime(info.node_name, info.node_type,
+                                                                _precision(info.exec_type), info.exec_type, 0.0))
+            layer.real_time_ms += info.real_time.total_seconds() * 1000 / PROFILE_ITERATIONS
+    return sorted(totals.values(), key=lambda layer: -layer.real_time_ms)
+
+
+def _precision(exec_type: str) -> str:
+    # exec_type reads like "jit_avx512_I8" or "brgconv_avx512_amx_bf16_FP32": the precision comes last
+    return exec_type.rsplit("_", 1)[-1].upper() if "_" in exec_type else exec_type.upper()
+
+
+def _latency(times: list[float]) -> dict[str, float]:
+    if not times:
+        return dict.fromkeys(("median", "average", "min", "max", "p90", "p99"), 0.0)
+    values = np.asarray(times)
+    return {
+        "median": float(np.percentile(values, 50)),
+        "average": float(values.mean()),
+        "min": float(values[0]),
+        "max": float(values[-1]),
+        "p90": float(np.percentile(values, 90)),
+        "p99": float(np.percentile(values, 99)),
+    }
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds all processes spent busy, CPU seconds this process spent), from /proc."""
+    try:
+        fields = open("/proc/stat").readline().split()[1:]
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy = (sum(int(v) for v in fields[:8]) - int(fields[3]) - int(fields[4])) / ticks  # minus idle, iowait
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+    own = os.times()
+    return busy, own.user + own.system
+
+
+def _disturbance(before: tuple[float, float], after: tuple[float, float], seconds: float) -> dict[str, object]:
+    """Whether other processes competed for the CPU while we measured, and how much."""
+    others = ((after[0] - before[0]) - (after[1] - before[1])) / max(seconds, 1e-9)
+    if others > DISTURBED_CORES:
+        return {"disturbed": True,
+                "disturbed_reason": f"other processes used {others:.2f} CPU cores during the measurement"}
+    return {"disturbed": False, "disturbed_reason": ""}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,100 @@
+"""Explore inference configurations: a grid of batch x streams (x requests), its best point,
+the best point under a latency limit (DL Workbench's "sweet spot"), and a chart of them all."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+import openvino as ov
+
+from services.benchmark.measure import BenchConfig, BenchResult, benchmark
+from services.common.errors import InvalidArgument
+from services.common.progress import Report
+
+MAX_POINTS = 64
+
+
+@dataclass
+class SweepPoint:
+    batch: int
+    streams: int
+    infer_requests: int
+    result: BenchResult
+
+
+@dataclass
+class Sweep:
+    points: list[SweepPoint]
+    best: int
+    best_within_latency: int  # -1: no point meets the limit (or none was given)
+
+
+def grid(batches: list[int], streams: list[int], requests: list[int]) -> list[tuple[int, int, int]]:
+    batches, streams, requests = batches or [0], streams or [0], requests or [0]
+    for name, values in (("batches", batches), ("streams", streams), ("infer_requests", requests)):
+        if any(v < 0 for v in values):
+            raise InvalidArgument(f"{name} must not be negative", field=name)
+    points = list(itertools.product(batches, streams, requests))
+    if len(points) > MAX_POINTS:
+        raise InvalidArgument(f"the grid has {len(points)} points; at most {MAX_POINTS}", field="batches")
+    return points
+
+
+def sweep(xml: str, base: BenchConfig, batches: list[int], streams: list[int], requests: list[int],
+          latency_limit_ms: float, images: np.ndarray | None = None, report: Report = lambda *a, **k: None,
+          on_point=lambda point: None) -> Sweep:
+    """Benchmark every grid point in turn (each on a fresh copy of the model, as batch reshapes it)."""
+    core, points = ov.Core(), []
+    plan = grid(batches, streams, requests)
+    for i, (batch, stream_count, request_count) in enumerate(plan):
+        report("point", i / len(plan), f"batch {batch or 'model'}, streams {stream_count or 'auto'}, "
+                                       f"requests {request_count or 'auto'}")
+        config = replace(base, batch=batch, streams=stream_count, infer_requests=request_count,
+                         hint="throughput" if base.hint == "none" and not stream_count else base.hint,
+                         performance_counters=False)
+        result = benchmark(core.read_model(xml), config, images)
+        point = SweepPoint(batch, stream_count, request_count, result)
+        points.append(point)
+        on_point(point)
+    best = max(range(len(points)), key=lambda i: points[i].result.throughput_fps)
+    within = [i for i, p in enumerate(points) if latency_limit_ms and p.result.latency_ms["median"] <= latency_limit_ms]
+    best_within = max(within, key=lambda i: points[i].result.throughput_fps) if within else -1
+    return Sweep(points, best, best_within)
+
+
+def chart_png(result: Sweep, latency_limit_ms: float, title: str = "") -> bytes:
+    """Throughput against median latency, each point labelled b<batch> s<streams> r<requests>."""
+    width, height, margin = 900, 560, 70
+    image = np.full((height, width, 3), 255, np.uint8)
+    xs = [p.result.latency_ms["median"] for p in result.points]
+    ys = [p.result.throughput_fps for p in result.points]
+    x_max, y_max = max(xs + [latency_limit_ms]) * 1.15 or 1.0, max(ys) * 1.15 or 1.0
+
+    def at(x: float, y: float) -> tuple[int, int]:
+        return (int(margin + x / x_max * (width - 2 * margin)), int(height - margin - y / y_max * (height - 2 * margin)))
+
+    font, black, grey = cv2.FONT_HERSHEY_SIMPLEX, (30, 30, 30), (200, 200, 200)
+    cv2.line(image, at(0, 0), at(x_max, 0), black, 1)
+    cv2.line(image, at(0, 0), at(0, y_max), black, 1)
+    for k in range(1, 5):
+        x, y = x_max * k / 5, y_max * k / 5
+        cv2.putText(image, f"{x:.1f}", (at(x, 0)[0] - 15, height - margin + 20), font, 0.4, black, 1)
+        cv2.putText(image, f"{y:.0f}", (10, at(0, y)[1] + 4), font, 0.4, black, 1)
+        cv2.line(image, at(0, y), at(x_max, y), grey, 1)
+    cv2.putText(image, "median latency, ms", (width // 2 - 70, height - 20), font, 0.5, black, 1)
+    cv2.putText(image, "throughput, FPS", (10, margin - 25), font, 0.5, black, 1)
+    cv2.putText(image, title, (margin, 25), font, 0.6, black, 1)
+    if latency_limit_ms:
+        cv2.line(image, at(latency_limit_ms, 0), at(latency_limit_ms, y_max), (60, 60, 220), 1)
+    for i, point in enumerate(result.points):
+        color = (40, 160, 40) if i == result.best_within_latency else (200, 90, 30) if i == result.best else (90, 90, 90)
+        center = at(xs[i], ys[i])
+        cv2.circle(image, center, 6 if i in (result.best, result.best_within_latency) else 4, color, -1)
+        label = f"b{point.batch or '-'} s{point.result.runtime_streams} r{point.result.runtime_infer_requests}"
+        cv2.putText(image, label, (center[0] + 8, center[1] - 6), font, 0.4, color, 1)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    return png.tobytes()

@@ -1,0 +1,73 @@
+"""Dataset import: uploads -> accuracy service (validate, normalize, store) -> a Dataset record."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.object_store import ObjectStore
+from services.gateway.jobs import JobContext, JobManager, now
+from services.gateway.projects import MAX_NAME, Catalog
+from services.gateway.records import RequestIndex, validate_request_id
+from services.gateway.uploads import Uploads
+from services.gateway.workers import Workers, call, follow
+from workbench.v1 import accuracy_pb2, common_pb2, gateway_pb2
+
+DOWNLOAD_EXPIRY = timedelta(hours=1)
+
+
+class Datasets:
+    def __init__(self, catalog: Catalog, uploads: Uploads, jobs: JobManager, requests: RequestIndex,
+                 workers: Workers, store: ObjectStore, bucket: str):
+        self.catalog, self.uploads, self.jobs, self.requests = catalog, uploads, jobs, requests
+        self.workers, self.store, self.bucket = workers, store, bucket
+
+    def start_import(self, request: gateway_pb2.ImportDatasetRequest) -> common_pb2.Job:
+        name = request.name.strip()
+        if not name or len(name) > MAX_NAME:
+            raise InvalidArgument(f"name is required, at most {MAX_NAME} characters", field="name")
+        validate_request_id(request.request_id)
+        if not request.upload_ids:
+            raise InvalidArgument("upload_ids must list the dataset's uploads", field="upload_ids")
+        existing = self.requests.lookup("import_dataset", request.request_id)
+        if existing:
+            return self.jobs.get(existing)
+        uploads = []
+        for i, upload_id in enumerate(request.upload_ids):
+            upload = self.uploads.get(upload_id, f"upload_ids[{i}]")
+            if upload.state != gateway_pb2.UPLOAD_STATE_READY:
+                raise FailedPrecondition(f"upload {upload.id} is not ready", field=f"upload_ids[{i}]")
+            uploads.append(upload)
+        dataset_id = self.catalog.datasets.new_id()
+        normalize = accuracy_pb2.NormalizeDatasetRequest(
+            format=request.format, sources=[u.object for u in uploads], file_names=[u.file_name for u in uploads],
+            output_bucket=self.bucket, output_prefix=f"datasets/{dataset_id}/",
+        )
+
+        def work(ctx: JobContext) -> common_pb2.JobOutput:
+            artifact = follow(ctx, "accuracy", self.workers.accuracy.NormalizeDataset(normalize))
+            self.catalog.datasets.put(
+                gateway_pb2.Dataset(id=dataset_id, name=name, artifact=artifact, create_time=now()))
+            return common_pb2.JobOutput(dataset_id=dataset_id)
+
+        job = self.jobs.submit(common_pb2.JOB_KIND_IMPORT_DATASET, work, request_id=request.request_id)
+        self.requests.remember("import_dataset", request.request_id, job.id)
+        return job
+
+    def delete(self, dataset_id: str) -> None:
+        dataset = self.catalog.datasets.get(dataset_id, "dataset_id")
+        users = [p.id for p in self.catalog.projects.scan() if p.dataset_id == dataset_id]
+        if users:
+            raise FailedPrecondition(f"dataset {dataset_id} is used by projects {', '.join(users)}",
+                                     field="dataset_id")
+        self.catalog.datasets.delete(dataset_id)
+        self.store.delete_prefix(dataset.artifact.bucket, dataset.artifact.prefix)
+
+    def preview(self, dataset_id: str, max_images: int) -> gateway_pb2.PreviewDatasetResponse:
+        if max_images < 0:
+            raise InvalidArgument("max_images must not be negative", field="max_images")
+        dataset = self.catalog.datasets.get(dataset_id, "dataset_id")
+        request = accuracy_pb2.RenderDatasetPreviewRequest(dataset=dataset.artifact, max_images=max_images)
+        png = call("accuracy", self.workers.accuracy.RenderDatasetPreview, request).png
+        url = self.store.presigned_get(png.bucket, png.key, DOWNLOAD_EXPIRY)
+        return gateway_pb2.PreviewDatasetResponse(png=png, download_url=url)

@@ -1,0 +1,110 @@
+"""Benchmarks and sweeps of a project's model, and the side-by-side comparison of two projects."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.gateway.jobs import JobContext, JobManager
+from services.gateway.projects import Catalog
+from services.gateway.records import RequestIndex, validate_request_id
+from services.gateway.workers import Workers, follow
+from workbench.v1 import benchmark_pb2, common_pb2, gateway_pb2
+
+MAX_DURATION_S = 600.0
+
+
+class Measurements:
+    def __init__(self, catalog: Catalog, jobs: JobManager, requests: RequestIndex, workers: Workers, bucket: str):
+        self.catalog, self.jobs, self.requests, self.workers, self.bucket = catalog, jobs, requests, workers, bucket
+
+    def _inputs(self, project_id: str) -> tuple[gateway_pb2.Project, common_pb2.ModelArtifact, common_pb2.DatasetArtifact]:
+        project = self.catalog.projects.get(project_id, "project_id")
+        if not project.model_id:
+            raise FailedPrecondition(f"project {project_id} has no model", field="project_id")
+        model = self.catalog.models.get(project.model_id, "project.model_id")
+        dataset = self.catalog.datasets.get(project.dataset_id, "project.dataset_id").artifact \
+            if project.dataset_id else common_pb2.DatasetArtifact()
+        return project, model.artifact, dataset
+
+    @staticmethod
+    def _check(config: common_pb2.BenchmarkConfig, field: str) -> None:
+        if config.duration_seconds < 0 or config.duration_seconds > MAX_DURATION_S:
+            raise InvalidArgument(f"duration_seconds must be within 0..{MAX_DURATION_S:.0f}",
+                                  field=f"{field}.duration_seconds")
+        if config.iterations < 0:
+            raise InvalidArgument("iterations must not be negative", field=f"{field}.iterations")
+
+    def _submit(self, kind: int, project_id: str, request_id: str, work) -> common_pb2.Job:
+        validate_request_id(request_id)
+        existing = self.requests.lookup(f"job-{kind}", request_id)
+        if existing:
+            return self.jobs.get(existing)
+        job = self.jobs.submit(kind, work, project_id=project_id, request_id=request_id)
+        self.requests.remember(f"job-{kind}", request_id, job.id)
+        return job
+
+    def benchmark(self, request: gateway_pb2.BenchmarkProjectRequest) -> common_pb2.Job:
+        self._check(request.config, "config")
+        project, model, dataset = self._inputs(request.project_id)
+        config = common_pb2.BenchmarkConfig()
+        config.CopyFrom(request.config)
+        config.device = config.device or project.device
+        call = benchmark_pb2.BenchmarkRequest(model=model, dataset=dataset, config=config)
+
+        def work(ctx: JobContext) -> common_pb2.JobOutput:
+            result = follow(ctx, "benchmark", self.workers.benchmark.Benchmark(call))
+            latest = self.catalog.projects.get(project.id, "project_id")
+            latest.last_benchmark.CopyFrom(result)
+            self.catalog.projects.put(latest)
+            return common_pb2.JobOutput(project_id=project.id, benchmark=result)
+
+        return self._submit(common_pb2.JOB_KIND_BENCHMARK, project.id, request.request_id, work)
+
+    def sweep(self, request: gateway_pb2.SweepProjectRequest) -> common_pb2.Job:
+        self._check(request.base, "base")
+        if request.latency_limit_ms < 0:
+            raise InvalidArgument("latency_limit_ms must not be negative", field="latency_limit_ms")
+        project, model, dataset = self._inputs(request.project_id)
+        base = common_pb2.BenchmarkConfig()
+        base.CopyFrom(request.base)
+        base.device = base.device or project.device
+        call = benchmark_pb2.SweepRequest(
+            model=model, dataset=dataset, base=base, batches=request.batches, streams=request.streams,
+            infer_requests=request.infer_requests, latency_limit_ms=request.latency_limit_ms,
+            output_bucket=self.bucket,
+        )
+
+        def work(ctx: JobContext) -> common_pb2.JobOutput:
+            result = follow(ctx, "benchmark", self.workers.benchmark.Sweep(call))
+            latest = self.catalog.projects.get(project.id, "project_id")
+            latest.last_sweep.CopyFrom(result)
+            self.catalog.projects.put(latest)
+            return common_pb2.JobOutput(project_id=project.id, sweep=result)
+
+        return self._submit(common_pb2.JOB_KIND_SWEEP, project.id, request.request_id, work)
+
+    def compare(self, first_id: str, second_id: str) -> gateway_pb2.CompareProjectsResponse:
+        first = self.catalog.projects.get(first_id, "first_project_id")
+        second = self.catalog.projects.get(second_id, "second_project_id")
+        for field, project in (("first_project_id", first), ("second_project_id", second)):
+            if not project.HasField("last_benchmark"):
+                raise FailedPrecondition(f"project {project.id} has not been benchmarked yet", field=field)
+        a, b = first.last_benchmark, second.last_benchmark
+        response = gateway_pb2.CompareProjectsResponse(
+            first=first, second=second,
+            throughput_ratio=b.throughput_fps / a.throughput_fps if a.throughput_fps else 0.0,
+            latency_ratio=b.latency.median_ms / a.latency.median_ms if a.latency.median_ms else 0.0,
+        )
+        by_type: dict[str, dict] = defaultdict(lambda: {"t": [0.0, 0.0], "p": [set(), set()]})
+        for side, result in enumerate((a, b)):
+            for layer in result.layer_counters:
+                entry = by_type[layer.layer_type]
+                entry["t"][side] += layer.real_time_ms
+                entry["p"][side].add(layer.exec_precision)
+        for layer_type, entry in sorted(by_type.items(), key=lambda kv: -max(kv[1]["t"])):
+            response.layer_types.add(
+                layer_type=layer_type, first_time_ms=entry["t"][0], second_time_ms=entry["t"][1],
+                first_precisions=sorted(entry["p"][0]), second_precisions=sorted(entry["p"][1]),
+            )
+        return response

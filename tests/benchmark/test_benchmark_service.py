@@ -1,0 +1,86 @@
+"""Benchmarks, sweeps and comparisons through the gateway and the benchmark service."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+
+from tests.converter.test_convert import small_classifier
+from workbench.client import JobFailedError, WorkbenchError
+from workbench.v1 import common_pb2
+
+ONNX = common_pb2.MODEL_FILE_ROLE_MODEL
+
+
+@pytest.fixture
+def project(workbench, tmp_path):
+    client = workbench.client
+    small_classifier(tmp_path / "classifier.onnx")
+    model = client.wait_job(client.import_model("classifier", {ONNX: tmp_path / "classifier.onnx"}).id)
+    return client.create_project("classifier on CPU", model_id=model.output.model_id)
+
+
+def short(seconds: float = 0.5, **kw) -> common_pb2.BenchmarkConfig:
+    return common_pb2.BenchmarkConfig(duration_seconds=seconds, random_inputs=True, **kw)
+
+
+def test_benchmark_job_records_the_result_on_the_project(workbench, project):
+    client = workbench.client
+    job = client.benchmark_project(project.id, short(performance_counters=True))
+    result = client.wait_job(job.id).output.benchmark
+    assert result.throughput_fps > 0 and result.latency.median_ms > 0 and result.conditions.cpu_model
+    assert result.layer_counters and result.config.duration_seconds == 0.5
+    assert client.get_project(project.id).last_benchmark == result
+
+
+def test_compare_projects_gives_ratios_and_layer_types(workbench, project):
+    client = workbench.client
+    other = client.create_project("same model, latency hint", model_id=project.model_id)
+    for p, hint in ((project, common_pb2.PERFORMANCE_HINT_THROUGHPUT), (other, common_pb2.PERFORMANCE_HINT_LATENCY)):
+        client.wait_job(client.benchmark_project(p.id, short(hint=hint, performance_counters=True)).id)
+    comparison = client.compare_projects(project.id, other.id)
+    a, b = comparison.first.last_benchmark, comparison.second.last_benchmark
+    assert comparison.throughput_ratio == pytest.approx(b.throughput_fps / a.throughput_fps)
+    assert "Convolution" in {t.layer_type for t in comparison.layer_types}
+    fresh = client.create_project("never measured", model_id=project.model_id)
+    with pytest.raises(WorkbenchError) as err:
+        client.compare_projects(project.id, fresh.id)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and fresh.id in err.value.message
+
+
+def test_sweep_job_returns_points_best_and_chart(workbench, project, store):
+    client = workbench.client
+    job = client.sweep_project(project.id, batches=[1, 2], streams=[1], latency_limit_ms=1000, base=short(0.3))
+    sweep = client.wait_job(job.id).output.sweep
+    assert len(sweep.points) == 2 and sweep.best_index in (0, 1) and sweep.best_within_latency_index in (0, 1)
+    assert store.stat(sweep.chart.bucket, sweep.chart.key).size > 1000
+
+
+def test_measurements_take_turns(workbench, project):
+    client = workbench.client
+    jobs = [client.benchmark_project(project.id, short(1.0)) for _ in range(2)]
+    events = []
+    watcher = threading.Thread(target=lambda: events.extend(client.watch_job(jobs[1].id)))
+    watcher.start()
+    client.wait_job(jobs[0].id)
+    watcher.join()
+    assert any(e.progress.stage == "queued" and "ahead" in e.progress.message for e in events)
+    assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED
+
+
+def test_bad_requests_are_refused(workbench, project, store):
+    client = workbench.client
+    with pytest.raises(WorkbenchError) as err:
+        client.benchmark_project(project.id, short(seconds=-1))
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and err.value.field == "config.duration_seconds"
+    job = client.benchmark_project(project.id, short(device="NPU9"))
+    with pytest.raises(JobFailedError, match="unknown device"):
+        client.wait_job(job.id)
+    assert client.wait_job(client.benchmark_project(project.id, short(batch=3)).id).output.benchmark.iterations
+    model = client.get_model(project.model_id)
+    store.delete(model.artifact.bin.bucket, model.artifact.bin.key)  # the model's weights vanish from storage
+    with pytest.raises(JobFailedError) as failed:
+        client.wait_job(client.benchmark_project(project.id, short()).id)
+    assert failed.value.job.failed_service == "benchmark" and "not found" in failed.value.job.error.lower()

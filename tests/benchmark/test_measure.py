@@ -1,0 +1,86 @@
+"""The benchmark domain on a small real model: figures, configurations, refusals, the sweep and its chart."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import openvino as ov
+import pytest
+
+from services.benchmark.measure import BenchConfig, benchmark
+from services.benchmark.sweep import chart_png, sweep
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.converter.convert import ModelFiles, load
+from tests.converter.test_convert import small_classifier
+
+
+@pytest.fixture
+def model_xml(tmp_path):
+    small_classifier(tmp_path / "m.onnx")
+    model, _ = load("ONNX", ModelFiles(model=tmp_path / "m.onnx"), tmp_path)
+    xml = tmp_path / "m.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    return str(xml)
+
+
+def test_benchmark_reports_throughput_latency_and_conditions(model_xml):
+    events = []
+    result = benchmark(ov.Core().read_model(model_xml), BenchConfig(duration_s=0.5, performance_counters=True),
+                       report=lambda *a, **k: events.append(a[0]))
+    assert result.throughput_fps > 0 and result.iterations >= result.runtime_infer_requests
+    assert result.iterations % result.runtime_infer_requests == 0  # whole waves, as benchmark_app
+    lat = result.latency_ms
+    assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert result.throughput_fps == pytest.approx(result.iterations / result.duration_s)
+    assert result.runtime_streams >= 1 and result.runtime_threads >= 1 and result.inference_precision
+    assert result.conditions["openvino_version"] == ov.get_version() and result.conditions["cpu_cores"] >= 1
+    assert "disturbed" in result.conditions
+    assert {layer.layer_type for layer in result.layers} >= {"Convolution"}
+    assert events[0] == "compile" and "profile" in events
+
+
+def test_batch_counts_images_not_batches(model_xml):
+    result = benchmark(ov.Core().read_model(model_xml), BenchConfig(batch=4, iterations=8, hint="latency"))
+    assert result.throughput_fps == pytest.approx(4 * result.iterations / result.duration_s)
+
+
+def test_dataset_images_feed_the_requests(model_xml):
+    images = np.random.default_rng(1).random((3, 3, 32, 32), dtype=np.float32)
+    result = benchmark(ov.Core().read_model(model_xml), BenchConfig(iterations=4), images)
+    assert result.iterations >= 4
+
+
+@pytest.mark.parametrize(
+    ("config", "error", "field"),
+    [
+        (BenchConfig(device="NPU9"), InvalidArgument, "config.device"),
+        (BenchConfig(duration_s=0, iterations=0), InvalidArgument, "config.duration_seconds"),
+        (BenchConfig(streams=-1), InvalidArgument, "config.streams"),
+        (BenchConfig(hint="fastest"), InvalidArgument, "config.hint"),
+    ],
+)
+def test_bad_configurations_are_refused(model_xml, config, error, field):
+    with pytest.raises(error) as err:
+        benchmark(ov.Core().read_model(model_xml), config)
+    assert err.value.field == field
+
+
+def test_dynamic_model_needs_a_batch(tmp_path, model_xml):
+    model = ov.Core().read_model(model_xml)
+    model.reshape({"image": ov.PartialShape("[?,3,32,32]")})
+    with pytest.raises(FailedPrecondition, match="dynamic shape"):
+        benchmark(model, BenchConfig(iterations=2))
+    assert benchmark(model, BenchConfig(iterations=2, batch=2)).throughput_fps > 0
+
+
+def test_sweep_finds_the_best_point_and_the_sweet_spot(model_xml):
+    found = sweep(model_xml, BenchConfig(duration_s=0.3), [1, 2], [1, 2], [], latency_limit_ms=1e6)
+    assert len(found.points) == 4
+    fps = [p.result.throughput_fps for p in found.points]
+    assert found.best == int(np.argmax(fps)) and found.best_within_latency == found.best
+    none_fit = sweep(model_xml, BenchConfig(duration_s=0.2), [1], [1], [], latency_limit_ms=1e-6)
+    assert none_fit.best_within_latency == -1
+    chart = cv2.imdecode(np.frombuffer(chart_png(found, 1e6, "t"), np.uint8), cv2.IMREAD_COLOR)
+    assert chart.shape == (560, 900, 3) and (chart < 250).any()
+    with pytest.raises(InvalidArgument, match="at most"):
+        sweep(model_xml, BenchConfig(), list(range(1, 10)), list(range(1, 10)), [], 0)
