@@ -4,13 +4,19 @@ Three sides, alternating in each round, medians quoted:
   decode   the pure decoding of the same 1,000 JPEGs from memory with decode_image_bytes, serially and
            on as many threads as the import decodes with;
   nostore  normalize_dataset with a store_image that does nothing (extraction, reading, validation);
+  upload   the same 1,000 files put to SeaweedFS on 4 threads, nothing else;
   s3       normalize_dataset with a store_image that uploads each image to a real SeaweedFS through
            ObjectStore.put_file on a pool of 4 threads, as the accuracy servicer does, waiting for the
            last upload.
 import_over_decode = s3 / decode shows whether the import is bound by decoding or by storage round trips.
 Peak memory is this process's VmHWM during the s3 imports (SeaweedFS runs in its own process).
 
-    .venv/bin/python bench/dataset_import.py [--images 1000] [--rounds 3]
+    .venv/bin/python bench/dataset_import.py [--images 1000] [--rounds 3] [--tuned-malloc]
+
+--tuned-malloc calls services.common.images.tune_allocator_for_images() first (glibc reuses freed pixel
+buffers instead of faulting in fresh pages for each decode); run it with and without to compare.
+CPU seconds are reported for this process and for the SeaweedFS server (one `weed` process), since on
+a small machine the store's server competes with the import for the same cores.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import REPO, emit, median, peak_rss_mb, reset_peak_rss, seaweed  # noqa: E402
 from services.accuracy.datasets import DatasetLimits, normalize_dataset  # noqa: E402
-from services.common.images import decode_image_bytes  # noqa: E402
+from services.common.images import decode_image_bytes, tune_allocator_for_images  # noqa: E402
 from services.common.object_store import ObjectStore  # noqa: E402
 
 UPLOAD_THREADS = 4  # as services.accuracy.servicer
@@ -66,6 +72,12 @@ def make_dataset(count: int, folder: Path) -> tuple[Path, list[bytes]]:
         for image, blob in zip(images, blobs):
             zf.writestr(f"images/{image['file_name']}", blob)
     return archive, blobs
+
+
+def cpu_s(pid: int | str = "self") -> float:
+    """user + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def current_rss_mb() -> float:
@@ -105,30 +117,50 @@ def import_once(archive: Path, work: Path, limits: DatasetLimits, store: ObjectS
     return elapsed, len(dataset.images)
 
 
+def upload_only(files: list[Path], store: ObjectStore, bucket: str, prefix: str) -> float:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+        for future in [pool.submit(store.put_file, bucket, f"{prefix}{f.name}", f) for f in files]:
+            future.result()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tuned-malloc", action="store_true")
     args = parser.parse_args()
+    tuned = tune_allocator_for_images() if args.tuned_malloc else False
     limits = DatasetLimits()
     with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
         tmp_path = Path(tmp)
         archive, blobs = make_dataset(args.images, tmp_path)
-        with seaweed() as (_, settings):
+        with seaweed() as (server, settings):
             store, bucket = ObjectStore.from_settings(settings), settings.bucket
-            sides: dict[str, list[float]] = {"decode_serial": [], "decode_parallel": [], "nostore": [], "s3": []}
+            sides: dict[str, list[float]] = {"decode_serial": [], "decode_parallel": [], "upload_only": [],
+                                             "nostore": [], "s3": []}
             peaks, rss_before = [], []
+            cpu: dict[str, list[float]] = {"nostore_self": [], "s3_self": [], "s3_seaweed": []}
             for r in range(args.rounds):
                 sides["decode_serial"].append(decode_all(blobs, 1))
                 sides["decode_parallel"].append(decode_all(blobs, limits.decode_threads))
                 work = tmp_path / f"nostore-{r}"
                 work.mkdir()
+                before = cpu_s()
                 sides["nostore"].append(import_once(archive, work, limits, None, bucket, "")[0])
+                cpu["nostore_self"].append(cpu_s() - before)
+                extracted = sorted((work / "files" / "images").glob("*.jpg"))
+                sides["upload_only"].append(upload_only(extracted, store, bucket, f"upload-{r}/"))
+                store.delete_prefix(bucket, f"upload-{r}/")
                 work = tmp_path / f"s3-{r}"
                 work.mkdir()
                 rss_before.append(current_rss_mb())
                 reset_peak_rss()
+                before, weed_before = cpu_s(), cpu_s(server.pid)
                 elapsed, count = import_once(archive, work, limits, store, bucket, f"datasets/bench-{r}/")
+                cpu["s3_self"].append(cpu_s() - before)
+                cpu["s3_seaweed"].append(cpu_s(server.pid) - weed_before)
                 peaks.append(peak_rss_mb())
                 sides["s3"].append(elapsed)
                 store.delete_prefix(bucket, f"datasets/bench-{r}/")
@@ -140,17 +172,22 @@ def main() -> None:
         "image_size": "768x576",
         "archive_mb": round(archive_mb, 1),
         "rounds": args.rounds,
+        "tuned_malloc": tuned,
         "decode_threads": limits.decode_threads,
         "upload_threads": UPLOAD_THREADS,
         "cpu_cores": os.cpu_count(),
         "load_average": round(os.getloadavg()[0], 2),
         "decode_serial_s": figures["decode_serial"],
         "decode_parallel_s": figures["decode_parallel"],
+        "upload_only_s": figures["upload_only"],
         "import_nostore_s": figures["nostore"],
         "import_s3_s": figures["s3"],
         "images_per_s": round(count / figures["s3"], 1),
         "import_over_decode": round(figures["s3"] / figures["decode_parallel"], 2),
         "s3_over_nostore": round(figures["s3"] / figures["nostore"], 2),
+        "cpu_nostore_self_s": round(median(cpu["nostore_self"]), 2),
+        "cpu_s3_self_s": round(median(cpu["s3_self"]), 2),
+        "cpu_s3_seaweed_s": round(median(cpu["s3_seaweed"]), 2),
         "peak_rss_mb": round(max(peaks), 1),
         "rss_before_import_mb": round(min(rss_before), 1),
         "all_runs": sides,

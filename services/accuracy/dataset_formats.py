@@ -404,7 +404,8 @@ class _Reader:
             size = root.find("size")
             if size is not None:
                 try:
-                    declared[found] = (int(float(size.findtext("width") or 0)), int(float(size.findtext("height") or 0)))
+                    declared[found] = (int(float(size.findtext("width") or 0)),
+                                       int(float(size.findtext("height") or 0)))
                 except ValueError:
                     pass
             boxes = []
@@ -440,7 +441,9 @@ class _Reader:
                 item.boxes.append(RawBox(ids[name], (x1, y1, x2 - x1, y2 - y1), where, extra=extra))
                 self.count_box()
             items.append(item)
-        unannotated = [rel for rel in self.tree.image_candidates() if rel not in raw]
+        # images beside annotated ones (JPEGImages/) without an XML; masks and other folders stay out
+        folders = {_parent(rel) for rel in raw}
+        unannotated = [rel for rel in self.tree.image_candidates() if rel not in raw and _parent(rel) in folders]
         for rel in unannotated:
             if looks_like_image_name(rel):
                 self.warnings.add("images without an annotation file",
@@ -452,8 +455,8 @@ class _Reader:
         """Class names from obj.names/classes.names/*.names, classes.txt, data.yaml names: (or VOC labelmap.txt)."""
         tree = self.tree
         by_name = lambda names: [r for r in tree.files if r.rsplit("/", 1)[-1].casefold() in names]  # noqa: E731
-        options = (by_name(YOLO_NAME_FILES) + [r for r in tree.with_suffix(".names") if r not in by_name(YOLO_NAME_FILES)]
-                   + by_name(("classes.txt",)))
+        known = by_name(YOLO_NAME_FILES)
+        options = known + [r for r in tree.with_suffix(".names") if r not in known] + by_name(("classes.txt",))
         if voc:
             options = by_name(("labelmap.txt",)) + options
         for rel in options:

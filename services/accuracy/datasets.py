@@ -116,7 +116,8 @@ class NormalizedDataset:
         widths = [e.width for e in self.images] or [0]
         heights = [e.height for e in self.images] or [0]
         return {"min_width": min(widths), "min_height": min(heights),
-                "median_width": int(statistics.median_low(widths)), "median_height": int(statistics.median_low(heights)),
+                "median_width": int(statistics.median_low(widths)),
+                "median_height": int(statistics.median_low(heights)),
                 "max_width": max(widths), "max_height": max(heights)}
 
     def summary(self) -> dict:

@@ -2,8 +2,12 @@
 
 `evaluate` keeps the runtime busy: an AsyncInferQueue of the device's optimal number of requests
 (THROUGHPUT hint), a small thread pool reading and preprocessing the next images while the current
-ones infer (at most `window` images ahead, so memory stays bounded on any dataset size), and decoding
-in the requests' completion callbacks, while the output tensors are still the request's own.
+ones infer (at most `window` images ahead, so memory stays bounded on any dataset size). A request's
+outputs are decoded in the calling thread when the request comes back idle, before it takes the next
+image. No Python completion callback is set: OpenVINO would run it on the CPU plugin's stream threads,
+and when such a callback drops the last reference to the compiled model (evaluate returning while the
+callback still unwinds) the stream executor's destructor joins its own thread and aborts the process
+("Resource deadlock avoided"); that happened here in about one run of three.
 Progress goes to `report(stage, fraction, message, **metrics)` from the calling thread only, so a
 report that raises (services.common.progress's Cancelled) stops the work cleanly.
 
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import os
-import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +40,7 @@ ImageId = Hashable
 Report = Callable[..., None]
 STAGE = "evaluate"
 REPORT_EVERY_S = 0.5
-PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+PRECISIONS = {"f32": ov.Type.f32, "fp32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16, "fp16": ov.Type.f16}
 
 
 def _no_report(*args, **kwargs) -> None:
@@ -53,16 +56,18 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
     precision_hint: "f32", "bf16" or "f16" (INFERENCE_PRECISION_HINT); None leaves the device's default
     (bf16 on CPUs with AMX/avx512_bf16). properties: more compile properties. workers: reading threads
     (default: 2); window: images read ahead of inference (default: 2 per request, at least 4).
-    An unreadable image raises InvalidArgument naming it (field "dataset")."""
+    An unreadable image raises InvalidArgument naming it (field "dataset"). The last report's metrics:
+    images_per_second and seconds (from the first image on), compile_seconds."""
     total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
     core = core or ov.Core()
     config: dict = {hints.performance_mode: hints.PerformanceMode.THROUGHPUT}
     if precision_hint:
         if precision_hint.lower() not in PRECISIONS:
             raise InvalidArgument(f"unknown precision {precision_hint!r} (f32, bf16 or f16)", field="precision")
-        config[hints.inference_precision] = ov.Type(PRECISIONS[precision_hint.lower()])
+        config[hints.inference_precision] = PRECISIONS[precision_hint.lower()]
     config.update(properties or {})
     report(STAGE, 0.0, f"compiling for {device}")
+    compile_started = time.perf_counter()
     try:
         compiled = core.compile_model(model, device, config)
     except RuntimeError as exc:
@@ -73,26 +78,21 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
     if missing:
         raise FailedPrecondition(f"the decoder reads outputs {missing} the model does not have", field="model")
     ports = [compiled.output(name) for name in decoder.output_names]
+    compile_s = time.perf_counter() - compile_started
     requests = int(compiled.get_property(props.optimal_number_of_infer_requests))
     queue = ov.AsyncInferQueue(compiled, requests)
 
     results: dict[ImageId, Detections] = {}
-    errors: list[BaseException] = []
-    lock = threading.Lock()
+    # what each request holds: (image_id, transform, size) of an inference not yet decoded, or None
+    holding: list[tuple | None] = [None] * requests
 
-    def done(request: ov.InferRequest, userdata) -> None:
-        image_id, transform, size = userdata
-        try:
-            outputs = {name: request.get_tensor(port).data for name, port in zip(decoder.output_names, ports)}
-            found = decoder(outputs, transform, size)
-        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
-            with lock:
-                errors.append(exc)
-            return
-        with lock:
-            results[image_id] = found
-
-    queue.set_callback(done)
+    def collect(index: int) -> None:
+        """Decode request index's finished inference while its output tensors are still its own."""
+        image_id, transform, size = holding[index]
+        holding[index] = None
+        request = queue[index]
+        outputs = {name: request.get_tensor(port).data for name, port in zip(decoder.output_names, ports)}
+        results[image_id] = decoder(outputs, transform, size)
 
     def load(image_id: ImageId, path) -> tuple:
         pixels = decode_image(Path(path), name=f"image {image_id} ({Path(path).name})", field="dataset")
@@ -104,7 +104,6 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
     seen: set = set()
     pending: collections.deque[tuple[ImageId, Future]] = collections.deque()
     started = last_report = time.perf_counter()
-    submitted = 0
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evaluate-read")
     try:
         source = iter(images)
@@ -124,27 +123,28 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
                 break
             image_id, future = pending.popleft()
             tensor, transform, size = future.result()
-            if errors:
-                break
-            queue.start_async({0: tensor}, (image_id, transform, size))
-            submitted += 1
+            idle = queue.get_idle_request_id()  # waits for a request to finish
+            if holding[idle] is not None:
+                collect(idle)
+            holding[idle] = (image_id, transform, size)
+            queue.start_async({0: tensor})  # takes that same idle request
             now = time.perf_counter()
             if now - last_report >= REPORT_EVERY_S:
                 last_report = now
-                with lock:
-                    finished = len(results)
-                report(STAGE, finished / total if total else None, _progress(finished, total),
-                       images_per_second=finished / (now - started))
+                report(STAGE, len(results) / total if total else None, _progress(len(results), total),
+                       images_per_second=len(results) / (now - started))
         queue.wait_all()
+        for index in range(requests):
+            if holding[index] is not None:
+                collect(index)
     finally:
         for _, future in pending:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
         queue.wait_all()
-    if errors:
-        raise errors[0]
     elapsed = time.perf_counter() - started
-    report(STAGE, 1.0, _progress(len(results), total), images_per_second=len(results) / max(elapsed, 1e-9))
+    report(STAGE, 1.0, _progress(len(results), total), images_per_second=len(results) / max(elapsed, 1e-9),
+           compile_seconds=compile_s, seconds=elapsed)
     return results
 
 

@@ -16,6 +16,7 @@ from services.gateway.datasets import Datasets
 from services.gateway.jobs import JobManager
 from services.gateway.measurements import Measurements
 from services.gateway.models import ModelImports
+from services.gateway.optimize import Optimizations
 from services.gateway.projects import Catalog
 from services.gateway.records import RequestIndex
 from services.gateway.uploads import Uploads
@@ -39,6 +40,7 @@ class Gateway:
         self.model_imports = ModelImports(self.catalog, self.uploads, self.jobs, requests, workers, settings.bucket)
         self.datasets = Datasets(self.catalog, self.uploads, self.jobs, requests, workers, store, settings.bucket)
         self.measurements = Measurements(self.catalog, self.jobs, requests, workers, settings.bucket)
+        self.optimizations = Optimizations(self.catalog, self.jobs, requests, workers, settings.bucket)
 
     def recover(self) -> int:
         return self.jobs.recover()
@@ -114,6 +116,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def DeleteProject(self, request, context):
         self.gw.catalog.delete_project(request.project_id)
         return gateway_pb2.DeleteProjectResponse()
+
+    def OptimizeProject(self, request, context):
+        return gateway_pb2.OptimizeProjectResponse(job=self.gw.optimizations.start(request))
 
     # -- measurements ----------------------------------------------------------------------
 

@@ -195,13 +195,21 @@ def test_voc_tar_gz(tmp_path):
         w, h, boxes = SCENES[name]
         members[f"VOCdevkit/VOC2012/Annotations/{Path(name).stem}.xml"] = xml(name, w, h, boxes)
         members[f"VOCdevkit/VOC2012/JPEGImages/{name}"] = PHOTOS / name
+    members["VOCdevkit/VOC2012/JPEGImages/eagle.jpg"] = PHOTOS / "eagle.jpg"  # no XML: kept without boxes
+    mask = cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes()
+    members["VOCdevkit/VOC2012/SegmentationClass/dog.png"] = mask
+    members["VOCdevkit/VOC2012/ImageSets/Main/val.txt"] = b"dog\nperson\ngiraffe\n"
     dataset, stored = normalize(tmp_path, [write_tar(tmp_path / "voc.tar.gz", members)])
 
-    assert dataset.format == "VOC" and dataset.warnings == []
+    assert dataset.format == "VOC"
+    assert len(dataset.warnings) == 3
+    warned(dataset, "VOC2012/JPEGImages/eagle.jpg has no VOC annotation file; kept without boxes")
+    warned(dataset, "SegmentationClass/dog.png: not part of the VOC dataset; ignored")
     names = sorted({n for s in ("dog.jpg", "person.jpg", "giraffe.jpg") for n, _ in SCENES[s][2]})
     assert dataset.categories == [{"id": i, "name": n} for i, n in enumerate(names, 1)]
-    assert [e.original_name.rsplit("/", 1)[-1] for e in dataset.images] == ["dog.jpg", "giraffe.jpg", "person.jpg"]
-    assert stored.names == ["000001.jpg", "000002.jpg", "000003.jpg"]
+    assert [e.original_name.rsplit("/", 1)[-1] for e in dataset.images] == ["dog.jpg", "giraffe.jpg", "person.jpg",
+                                                                            "eagle.jpg"]
+    assert stored.names == ["000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg"]
     coco = coco_index(dataset)
     dog_id = names.index("dog") + 1
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[1], catIds=[dog_id]))
@@ -422,8 +430,8 @@ def test_non_image_files_are_skipped_with_a_warning(tmp_path):
 
 def test_corrupt_images_are_skipped_with_a_warning(tmp_path):
     data = (PHOTOS / "dog.jpg").read_bytes()
-    sources, names = loose(tmp_path, {"truncated.jpg": data[:len(data) // 2], "garbage.jpg": b"\xff\xd8\xff" + bytes(500),
-                                      "good.jpg": PHOTOS / "giraffe.jpg"})
+    sources, names = loose(tmp_path, {"truncated.jpg": data[:len(data) // 2],
+                                      "garbage.jpg": b"\xff\xd8\xff" + bytes(500), "good.jpg": PHOTOS / "giraffe.jpg"})
     dataset, stored = normalize(tmp_path, sources, names)
     assert [e.original_name for e in dataset.images] == ["good.jpg"]
     warned(dataset, "truncated.jpg is a damaged JPEG image", "skipped")
@@ -441,8 +449,12 @@ def test_empty_image_is_skipped_with_a_warning(tmp_path):
 def _png_header(width: int, height: int) -> bytes:
     import zlib
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    idat = zlib.compress(bytes(1000))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def _jpeg_with_size(width: int, height: int) -> bytes:
@@ -503,7 +515,8 @@ def test_boxes_outside_the_image_are_clipped_with_a_warning(tmp_path):
     dataset, _ = normalize(tmp_path, [coco_zip(tmp_path, data, scenes=["dog.jpg"])])
     assert [a["bbox"] for a in dataset.annotations["annotations"]] == [[0, 100, 180, 300], [600, 400, 168, 176]]
     assert dataset.annotations["annotations"][0]["area"] == 180 * 300
-    warned(dataset, "annotation 1: box [-20, 100, 200, 300] reaches outside the 768x576 image; clipped to [0, 100, 180, 300]")
+    warned(dataset, "annotation 1: box [-20, 100, 200, 300] reaches outside the 768x576 image; "
+                    "clipped to [0, 100, 180, 300]")
     warned(dataset, "annotation 3", "lies outside the 768x576 image; dropped")
 
 
@@ -535,7 +548,8 @@ def test_yolo_unknown_classes_and_malformed_lines_are_dropped_with_a_warning(tmp
 def test_duplicate_image_ids_are_refused(tmp_path):
     data = coco_json(SCENES)
     data["images"][1]["id"] = data["images"][0]["id"]
-    with pytest.raises(InvalidArgument, match=r"instances_val.json: image id 1000 appears twice \(images\[0\] and images\[1\]\)"):
+    expected = r"instances_val.json: image id 1000 appears twice \(images\[0\] and images\[1\]\)"
+    with pytest.raises(InvalidArgument, match=expected):
         normalize(tmp_path, [coco_zip(tmp_path, data)])
 
 
@@ -552,9 +566,23 @@ def test_duplicate_annotation_ids_are_warned_and_renumbered(tmp_path):
 def test_malformed_json_names_the_file_and_line(tmp_path):
     text = json.dumps(coco_json(SCENES), indent=1).replace('"iscrowd": 0', '"iscrowd": 0,,', 1)
     line = text[:text.index(",,")].count("\n") + 1
-    with pytest.raises(InvalidArgument, match=f"coco/annotations/instances_val.json is malformed JSON: .* at line {line} "):
+    expected = f"coco/annotations/instances_val.json is malformed JSON: .* at line {line} "
+    with pytest.raises(InvalidArgument, match=expected):
         normalize(tmp_path, [write_zip(tmp_path / "c.zip", {"coco/annotations/instances_val.json": text.encode(),
                                                             "coco/val/dog.jpg": PHOTOS / "dog.jpg"})])
+
+
+def test_json_nested_too_deeply_is_refused(tmp_path):
+    sources, names = loose(tmp_path, {"dog.jpg": PHOTOS / "dog.jpg", "instances.json": b"[" * 200_000})
+    with pytest.raises(InvalidArgument, match="instances.json nests JSON too deeply"):
+        normalize(tmp_path, sources, names, fmt="COCO")
+
+
+def test_warnings_of_one_kind_are_listed_20_times_then_counted(tmp_path):
+    data = one_scene([(18, [700, 10 + i, 100, 20]) for i in range(30)])
+    dataset, _ = normalize(tmp_path, [coco_zip(tmp_path, data, scenes=["dog.jpg"])])
+    assert len(dataset.annotations["annotations"]) == 30
+    assert len(dataset.warnings) == 21 and dataset.warnings[-1] == "... and 10 more boxes clipped to their image"
 
 
 def test_malformed_xml_names_the_file_and_line(tmp_path):
@@ -569,7 +597,8 @@ def test_xml_entity_attacks_are_refused(tmp_path, attack):
     if attack == "laughs":
         entities = '<!ENTITY a "ha">' + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">'
                                                  for i in range(8))
-        xml = f'<?xml version="1.0"?><!DOCTYPE annotation [{entities}]><annotation><filename>&i;</filename></annotation>'
+        xml = (f'<?xml version="1.0"?><!DOCTYPE annotation [{entities}]>'
+               '<annotation><filename>&i;</filename></annotation>')
     else:
         xml = ('<?xml version="1.0"?><!DOCTYPE annotation [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
                '<annotation><filename>&x;</filename></annotation>')

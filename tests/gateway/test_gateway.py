@@ -23,7 +23,7 @@ from services.gateway.servicer import registrar
 from workbench.client import JobFailedError, WorkbenchClient, WorkbenchError
 from workbench.v1 import (
     accuracy_pb2, accuracy_pb2_grpc, benchmark_pb2_grpc, common_pb2, converter_pb2, converter_pb2_grpc,
-    gateway_pb2, quantizer_pb2, quantizer_pb2_grpc,
+    gateway_pb2, quantizer_pb2_grpc,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -311,7 +311,6 @@ def test_every_service_serves_health_and_reflection(gateway_settings):
 @pytest.mark.parametrize(
     ("name", "call"),
     [
-        ("quantizer", lambda ch: list(quantizer_pb2_grpc.QuantizerServiceStub(ch).Quantize(quantizer_pb2.QuantizeRequest()))),
         ("accuracy", lambda ch: list(accuracy_pb2_grpc.AccuracyServiceStub(ch).Evaluate(accuracy_pb2.EvaluateRequest()))),
     ],
 )

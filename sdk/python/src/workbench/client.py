@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from workbench.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from workbench.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, quantizer_pb2
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 CHUNK_BYTES = 1024 * 1024
@@ -243,6 +243,13 @@ class WorkbenchClient:
 
     def list_datasets(self, page_size: int = 100) -> Iterator[gateway_pb2.Dataset]:
         return self._paginate(self.stub.ListDatasets, gateway_pb2.ListDatasetsRequest(page_size=page_size), "datasets")
+
+    def optimize_project(self, project_id: str, config: quantizer_pb2.QuantizationConfig | None = None,
+                         name: str = "", request_id: str | None = None) -> common_pb2.Job:
+        """INT8 calibration; the finished job's output.project_id is the child project."""
+        request = gateway_pb2.OptimizeProjectRequest(project_id=project_id, config=config, name=name,
+                                                     request_id=request_id or uuid.uuid4().hex)
+        return self._call(self.stub.OptimizeProject, request).job
 
     # -- measurements ----------------------------------------------------------------------
 

@@ -1,0 +1,248 @@
+"""INT8 post-training quantization with NNCF: the Default method with a measured automatic choice,
+and AccuracyAware started from the best Default configuration.
+
+The calibration tensors come from services.common.preprocess, the same preprocessing the model is
+evaluated with. `Validation` is how a candidate is judged: a metric (COCO mAP, or agreement with
+the parent's predictions) and a throughput measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import nncf
+import numpy as np
+import openvino as ov
+from nncf.parameters import DropType, ModelType, TargetDevice
+from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.progress import Report
+
+log = logging.getLogger(__name__)
+MIN_CALIBRATION_IMAGES = 20  # fewer makes statistics noisy: warn
+PRESETS = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+OVERFLOW = {"enable": OverflowFix.ENABLE, "first_layer": OverflowFix.FIRST_LAYER, "disable": OverflowFix.DISABLE}
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    method: str = "default"  # default | accuracy_aware
+    preset: str = "auto"  # auto | performance | mixed
+    subset_size: int = 0  # 0: all calibration images (subset_fraction applies first)
+    subset_fraction: float = 0.0
+    fast_bias_correction: bool | None = None  # None: auto
+    overflow_fix: str = "auto"  # auto | enable | first_layer | disable
+    model_type: str = ""
+    ignored_scope: tuple[str, ...] = ()
+    target_device: str = "ANY"
+    max_drop: float = 0.01
+    drop_type: str = "absolute"
+    # the automatic choice keeps the fastest candidate whose metric is within this of the best one
+    agreement_bound: float = 0.01
+
+
+@dataclass
+class Candidate:
+    description: str
+    metric: float
+    throughput_fps: float
+    chosen: bool = False
+
+
+@dataclass
+class Validation:
+    """How models are judged: metric(compiled model) -> float, higher is better; fps(model) -> float.
+
+    The parent is compiled in f32 (the reference); candidates as they will be deployed.
+    """
+
+    name: str
+    metric: Callable[[ov.CompiledModel], float]
+    fps: Callable[[ov.Model], float]
+
+    def judge(self, model: ov.Model, reference: bool = False) -> float:
+        properties = {"INFERENCE_PRECISION_HINT": "f32"} if reference else {}
+        return self.metric(ov.Core().compile_model(model, "CPU", properties))
+
+
+@dataclass
+class Outcome:
+    model: ov.Model
+    config: QuantizeConfig
+    metric_name: str = ""
+    metric_before: float = 0.0
+    metric_after: float = 0.0
+    fp_layers: list[str] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    calibration_images: int = 0
+
+
+def cpu_has_vnni() -> bool:
+    """u8 x s8 dot products saturate without VNNI (AVX2 only): then the overflow fix is needed."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" avx512_vnni", " avx_vnni", " amx_int8"))
+
+
+def overflow_for(config: QuantizeConfig) -> str:
+    if config.overflow_fix != "auto":
+        return config.overflow_fix
+    return "disable" if cpu_has_vnni() else "enable"
+
+
+def is_quantized(model: ov.Model) -> bool:
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()) or any(
+        op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() in ("i8", "u8")
+        and op.get_output_size() and op.get_output_shape(0) and len(op.get_output_shape(0)) >= 2
+        for op in model.get_ordered_ops())
+
+
+def subset(images: list[np.ndarray], config: QuantizeConfig) -> list[np.ndarray]:
+    if config.subset_fraction < 0 or config.subset_fraction > 1:
+        raise InvalidArgument("subset_fraction must be within (0, 1]", field="config.subset_fraction")
+    if config.subset_size < 0:
+        raise InvalidArgument("subset_size must not be negative", field="config.subset_size")
+    count = len(images)
+    if config.subset_fraction:
+        count = max(1, round(count * config.subset_fraction))
+    if config.subset_size:
+        count = min(count, config.subset_size)
+    # spread the subset over the whole set, not its first frames
+    picks = np.linspace(0, len(images) - 1, count).round().astype(int) if count < len(images) else range(count)
+    return [images[i] for i in picks]
+
+
+def _nncf_kwargs(config: QuantizeConfig, preset: str, overflow: str, fbc: bool, count: int) -> dict:
+    try:
+        target = TargetDevice[config.target_device.upper() or "ANY"]
+    except KeyError:
+        raise InvalidArgument(f"unknown target device {config.target_device!r}", field="config.target_device") from None
+    kwargs = dict(preset=PRESETS[preset], target_device=target, subset_size=count, fast_bias_correction=fbc,
+                  ignored_scope=nncf.IgnoredScope(patterns=list(config.ignored_scope)) if config.ignored_scope
+                  else None)
+    if config.model_type:
+        try:
+            kwargs["model_type"] = ModelType(config.model_type.lower())
+        except ValueError:
+            raise InvalidArgument(f"unknown model type {config.model_type!r}", field="config.model_type") from None
+    return kwargs
+
+
+def _quantize_once(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, preset: str, overflow: str,
+                   fbc: bool, count: int) -> ov.Model:
+    advanced = AdvancedQuantizationParameters(overflow_fix=OVERFLOW[overflow])
+    try:
+        return nncf.quantize(model.clone(), data, advanced_parameters=advanced,
+                             **_nncf_kwargs(config, preset, overflow, fbc, count))
+    except nncf.ValidationError as exc:
+        raise InvalidArgument(f"NNCF refused the configuration: {exc}", field="config") from None
+
+
+def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
+             validation: Validation | None = None, report: Report = lambda *a, **k: None) -> Outcome:
+    if is_quantized(model):
+        raise FailedPrecondition("the model is already quantized", field="model")
+    if config.method not in ("default", "accuracy_aware"):
+        raise InvalidArgument(f"unknown method {config.method!r}", field="config.method")
+    calibration = subset(images, config)
+    if not calibration:
+        raise FailedPrecondition("the dataset has no usable images to calibrate on", field="dataset")
+    warnings = []
+    if len(calibration) < MIN_CALIBRATION_IMAGES:
+        warnings.append(f"only {len(calibration)} calibration images: statistics may be noisy; "
+                        f"use {MIN_CALIBRATION_IMAGES} or more")
+    data = nncf.Dataset([image[None] for image in calibration])
+    count, overflow = len(calibration), overflow_for(config)
+    fbc = True if config.fast_bias_correction is None else config.fast_bias_correction
+    outcome = Outcome(model=model, config=config, warnings=warnings, calibration_images=count)
+
+    if validation is not None:
+        report("validate", 0.02, "measuring the parent")
+        outcome.metric_name, outcome.metric_before = validation.name, validation.judge(model, reference=True)
+
+    presets = ["performance", "mixed"] if config.preset == "auto" else [config.preset]
+    if config.preset not in ("auto", *PRESETS):
+        raise InvalidArgument(f"unknown preset {config.preset!r}", field="config.preset")
+    if config.preset == "auto" and validation is None:
+        presets = ["performance"]
+        warnings.append("no validation data: the automatic choice fell back to the Performance preset")
+
+    best: tuple[ov.Model, Candidate, str] | None = None
+    for i, preset in enumerate(presets):
+        report("statistics", 0.05 + 0.5 * i / len(presets), f"calibrating: {preset} preset, overflow fix {overflow}, "
+                                                            f"{count} images")
+        quantized = _quantize_once(model, data, config, preset, overflow, fbc, count)
+        description = f"{preset} preset, overflow fix {overflow}, fast bias correction {'on' if fbc else 'off'}"
+        if validation is None:
+            best = (quantized, Candidate(description, 0.0, 0.0, True), preset)
+            break
+        report("validate", 0.05 + 0.5 * (i + 0.7) / len(presets), f"judging {description}")
+        candidate = Candidate(description, validation.judge(quantized), validation.fps(quantized))
+        outcome.candidates.append(candidate)
+        report("candidate", 0.05 + 0.5 * (i + 1) / len(presets), description,
+               metric=candidate.metric, fps=candidate.throughput_fps)
+        if best is None or _better(candidate, best[1], config.agreement_bound):
+            best = (quantized, candidate, preset)
+    assert best is not None
+    quantized, chosen, preset = best
+    chosen.chosen = True
+    outcome.config = replace(config, preset=preset, overflow_fix=overflow, fast_bias_correction=fbc,
+                             subset_size=count)
+
+    if config.method == "accuracy_aware":
+        if validation is None:
+            raise FailedPrecondition("AccuracyAware needs annotations or a parent to compare with", field="config")
+        quantized = _accuracy_aware(model, data, config, preset, overflow, fbc, count, validation, report)
+        chosen = Candidate("accuracy control from " + chosen.description, validation.judge(quantized),
+                           validation.fps(quantized), True)
+        for candidate in outcome.candidates:
+            candidate.chosen = False
+        outcome.candidates.append(chosen)
+    outcome.model, outcome.metric_after = quantized, chosen.metric
+    outcome.fp_layers = float_layers(quantized)
+    report("done", 1.0, f"{outcome.metric_name or 'metric'} {outcome.metric_after:.4f}")
+    return outcome
+
+
+def _better(candidate: Candidate, best: Candidate, bound: float) -> bool:
+    """Prefer speed among candidates whose metric is within bound of each other; else the better metric."""
+    if abs(candidate.metric - best.metric) <= bound:
+        return candidate.throughput_fps > best.throughput_fps
+    return candidate.metric > best.metric
+
+
+def _accuracy_aware(model, data, config, preset, overflow, fbc, count, validation: Validation, report: Report):
+    report("accuracy_control", 0.6, f"restoring accuracy within {config.max_drop} ({config.drop_type})")
+
+    def validate(compiled: ov.CompiledModel, _items) -> float:
+        value = validation.metric(compiled)
+        report("accuracy_control", 0.7, f"{validation.name} {value:.4f}", metric=value)
+        return value
+
+    try:
+        return nncf.quantize_with_accuracy_control(
+            model.clone(), data, data, validate, max_drop=config.max_drop,
+            drop_type=DropType.RELATIVE if config.drop_type == "relative" else DropType.ABSOLUTE,
+            advanced_quantization_parameters=AdvancedQuantizationParameters(overflow_fix=OVERFLOW[overflow]),
+            **_nncf_kwargs(config, preset, overflow, fbc, count),
+        )
+    except nncf.ValidationError as exc:
+        raise InvalidArgument(f"NNCF refused the configuration: {exc}", field="config") from None
+
+
+def float_layers(model: ov.Model) -> list[str]:
+    """Convolutions and MatMuls left in floating point: no FakeQuantize feeds their weights or activations."""
+    kept = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in ("Convolution", "GroupConvolution", "MatMul"):
+            continue
+        fed_by = {op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())}
+        if "FakeQuantize" not in fed_by:
+            kept.append(op.get_friendly_name())
+    return kept

@@ -1,0 +1,92 @@
+"""How the quantizer judges a candidate INT8 model, on images it was not calibrated on.
+
+With annotations whose classes match the model's labels: COCO AP@[.5:.95] against them. Without:
+the parent agreement, mAP@0.5 of the candidate's predictions (confidence floor 0.001) against the
+parent's predictions above the report threshold taken as ground truth; so users without annotated
+data can still bound the loss. Both come from services.common.metrics, as the accuracy service's do.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import openvino as ov
+
+from services.benchmark.measure import BenchConfig, benchmark
+from services.common.detection import Decoder, Detections
+from services.common.errors import FailedPrecondition
+from services.common.labels import map_labels, model_labels_from_info
+from services.common.metrics import coco_metrics, parent_agreement
+from services.common.model_info import model_info_strings
+from services.common.preprocess import Preprocessing
+from services.common.progress import Report
+from services.quantizer.calibrate import Validation
+
+CONFIDENCE_FLOOR = 0.001  # threshold-free metrics rank every box
+FPS_SECONDS = 3.0
+
+
+def split(images: list[np.ndarray], ids: list[int]) -> tuple[list[np.ndarray], list[tuple[int, np.ndarray]]]:
+    """Alternate images between calibration and judging, so both see the whole set; tiny sets do both."""
+    if len(images) < 4:
+        return images, list(zip(ids, images))
+    return images[0::2], list(zip(ids[1::2], images[1::2]))
+
+
+def validation_for(model: ov.Model, judged: list[tuple[int, np.ndarray]], preprocess: Preprocessing,
+                   annotations: Mapping | None, report: Report) -> Validation | None:
+    """None when the model is no detector this service decodes (then candidates are not compared)."""
+    try:
+        decoder = Decoder.from_model(model, confidence_threshold=CONFIDENCE_FLOOR)
+    except FailedPrecondition:
+        return None
+    inputs = [(image_id, *preprocess(image), (image.shape[1], image.shape[0])) for image_id, image in judged]
+
+    def predict(compiled: ov.CompiledModel) -> dict[int, Detections]:
+        request, found = compiled.create_infer_request(), {}
+        for image_id, tensor, transform, size in inputs:
+            outputs = request.infer({0: tensor[None]})
+            found[image_id] = decoder({port.any_name: outputs[port] for port in compiled.outputs}, transform, size)
+        return found
+
+    def fps(candidate: ov.Model) -> float:
+        return benchmark(candidate.clone(), BenchConfig(duration_s=FPS_SECONDS)).throughput_fps
+
+    metric = _coco_metric(model, annotations, [i for i, *_ in inputs], predict)
+    if metric is not None:
+        return Validation("coco_map", metric, fps)
+    report("validate", 0.01, f"parent predictions on {len(inputs)} images")
+    parent = predict(ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
+    reference = float(model_info_strings(model).get("confidence_threshold", 0.25))
+
+    def agreement(compiled: ov.CompiledModel) -> float:
+        return parent_agreement(predict(compiled), parent, reference_threshold=reference)
+
+    return Validation("parent_agreement", agreement, fps)
+
+
+def _coco_metric(model: ov.Model, annotations: Mapping | None, image_ids: list[int], predict):
+    if not annotations or not annotations.get("annotations"):
+        return None
+    mapping = map_labels(model_labels_from_info(model_info_strings(model)), annotations.get("categories", []))
+    if not mapping.model_to_dataset:
+        return None
+    wanted = set(image_ids)
+    ground_truth = {
+        "images": [i for i in annotations["images"] if i["id"] in wanted],
+        "annotations": [a for a in annotations["annotations"] if a["image_id"] in wanted],
+        "categories": annotations["categories"],
+    }
+
+    def metric(compiled: ov.CompiledModel) -> float:
+        results = []
+        for image_id, found in predict(compiled).items():
+            for box, score, label in zip(found.boxes, found.scores, found.labels):
+                if int(label) in mapping.model_to_dataset:
+                    x1, y1, x2, y2 = (float(v) for v in box)
+                    results.append({"image_id": image_id, "category_id": mapping.model_to_dataset[int(label)],
+                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
+        return coco_metrics(ground_truth, results).ap
+
+    return metric

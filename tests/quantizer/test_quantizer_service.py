@@ -1,0 +1,72 @@
+"""INT8 optimization through the gateway and the quantizer: the real yolov4-tiny on the vtest frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.reference_models import yolov4_tiny
+from workbench.client import JobFailedError, WorkbenchError
+from workbench.v1 import common_pb2, quantizer_pb2
+
+FRAMES = sorted((Path(__file__).resolve().parents[2] / "data" / "vtest").glob("*.jpg"))[::5]  # 16 frames
+
+
+@pytest.fixture
+def parent(workbench):
+    client, files = workbench.client, yolov4_tiny()
+    model = client.wait_job(client.import_model("yolov4-tiny", {
+        common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: files.cfg,
+        common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: files.weights,
+        common_pb2.MODEL_FILE_ROLE_LABELS: files.names,
+    }).id).output.model_id
+    dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id).output.dataset_id
+    return client.create_project("tiny on pedestrians", model_id=model, dataset_id=dataset)
+
+
+def test_default_method_makes_a_child_project_judged_against_the_parent(workbench, parent):
+    client = workbench.client
+    events = []
+    job = client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
+        preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE))
+    done = client.wait_job(job.id, on_event=events.append)
+    child = client.get_project(done.output.project_id)
+    assert child.parent_id == parent.id and child.dataset_id == parent.dataset_id and child.device == parent.device
+    result = child.optimization.result
+    assert result.metric_name == "parent_agreement" and result.metric_before == 1.0
+    assert 0.8 <= result.metric_after <= 1.0
+    assert result.calibration_images == 8 and any("calibration images" in w for w in result.warnings)
+    assert result.effective_config.preset == quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE
+    assert result.model.analysis.quantized and [c.chosen for c in result.candidates] == [True]
+    assert {"statistics", "candidate"} <= {e.progress.stage for e in events}
+    assert [p.id for p in client.list_projects(parent_id=parent.id)] == [child.id]
+    # an INT8 model is not quantized again
+    with pytest.raises(WorkbenchError) as err:
+        client.optimize_project(child.id)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "already quantized" in err.value.message
+
+
+def test_cancel_leaves_no_child_project(workbench, parent):
+    client = workbench.client
+    job = client.optimize_project(parent.id)
+    for event in client.watch_job(job.id):
+        if event.progress.stage in ("statistics", "validate"):
+            client.cancel_job(job.id)
+            break
+    with pytest.raises(JobFailedError) as err:
+        client.wait_job(job.id)
+    assert err.value.job.state == common_pb2.JOB_STATE_CANCELLED
+    assert list(client.list_projects(parent_id=parent.id)) == []
+
+
+def test_refusals(workbench, parent):
+    client = workbench.client
+    bare = client.create_project("no dataset", model_id=parent.model_id)
+    with pytest.raises(WorkbenchError) as err:
+        client.optimize_project(bare.id)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "dataset" in err.value.message
+    with pytest.raises(WorkbenchError) as err:
+        client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(subset_fraction=1.5))
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and err.value.field == "config.subset_fraction"
