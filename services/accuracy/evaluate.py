@@ -19,8 +19,11 @@ Labels without a category are left out, as are categories without a label on the
 from __future__ import annotations
 
 import collections
+import io
+import json
 import os
 import time
+import zipfile
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -83,12 +86,13 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
     queue = ov.AsyncInferQueue(compiled, requests)
 
     results: dict[ImageId, Detections] = {}
-    # what each request holds: (image_id, transform, size) of an inference not yet decoded, or None
+    # what each request holds: (image_id, transform, size, input) of an inference not yet decoded, or None;
+    # the input array lives here while the request reads it in place (share_inputs)
     holding: list[tuple | None] = [None] * requests
 
     def collect(index: int) -> None:
         """Decode request index's finished inference while its output tensors are still its own."""
-        image_id, transform, size = holding[index]
+        image_id, transform, size, _ = holding[index]
         holding[index] = None
         request = queue[index]
         outputs = {name: request.get_tensor(port).data for name, port in zip(decoder.output_names, ports)}
@@ -126,8 +130,8 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
             idle = queue.get_idle_request_id()  # waits for a request to finish
             if holding[idle] is not None:
                 collect(idle)
-            holding[idle] = (image_id, transform, size)
-            queue.start_async({0: tensor})  # takes that same idle request
+            holding[idle] = (image_id, transform, size, tensor)
+            queue.start_async({0: tensor}, share_inputs=True)  # takes that same idle request
             now = time.perf_counter()
             if now - last_report >= REPORT_EVERY_S:
                 last_report = now
@@ -212,3 +216,36 @@ def annotations_as_detections(ground_truth: Mapping, mapping: LabelMapping | Map
     annotations = [dict(a, score=1.0) for a in ground_truth.get("annotations", [])
                    if include_crowd or not a.get("iscrowd")]
     return from_coco_results(annotations, mapping, [image["id"] for image in ground_truth.get("images", [])])
+
+
+# --------------------------------------------------------------------------------------------- storage
+
+
+def predictions_to_bytes(predictions: Mapping[ImageId, Detections]) -> bytes:
+    """Per-image Detections (model labels, every image kept, empty ones too) as a compact .npz, for the store.
+    Image ids must be JSON numbers or strings."""
+    ids = list(predictions)
+    counts = np.array([len(predictions[i]) for i in ids], np.int64)
+    empty = Detections.empty()
+    parts = [predictions[i] for i in ids] or [empty]
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, image_ids=np.frombuffer(json.dumps(ids).encode(), np.uint8), counts=counts,
+        boxes=np.concatenate([d.boxes for d in parts]), scores=np.concatenate([d.scores for d in parts]),
+        labels=np.concatenate([d.labels for d in parts]).astype(np.int32))
+    return buffer.getvalue()
+
+
+def predictions_from_bytes(data: bytes) -> dict[ImageId, Detections]:
+    """The inverse of predictions_to_bytes; InvalidArgument when the bytes are not such a file."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            ids = json.loads(stored["image_ids"].tobytes().decode())
+            counts, boxes, scores, labels = (stored[k] for k in ("counts", "boxes", "scores", "labels"))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise InvalidArgument(f"stored predictions are damaged: {exc}", field="predictions") from None
+    if len(ids) != len(counts) or int(counts.sum()) > len(scores):
+        raise InvalidArgument("stored predictions are damaged: counts do not add up", field="predictions")
+    ends = np.cumsum(counts)
+    return {image_id: Detections(boxes[end - n:end], scores[end - n:end], labels[end - n:end])
+            for image_id, n, end in zip(ids, counts.tolist(), ends.tolist())}

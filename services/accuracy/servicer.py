@@ -1,4 +1,4 @@
-"""AccuracyService: datasets into their canonical stored form, previews (evaluation arrives with its issue)."""
+"""AccuracyService: datasets into their canonical stored form, previews, evaluations, comparisons, pictures."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from services.accuracy import evaluation
 from services.accuracy.datasets import normalize_dataset, render_preview
 from services.common.dataset_files import ANNOTATIONS, MANIFEST
 from services.common.errors import InvalidArgument
@@ -120,6 +121,31 @@ class AccuracyServicer(accuracy_pb2_grpc.AccuracyServiceServicer):
         bucket = request.output_bucket or dataset.bucket
         ref = self.store.put_bytes(bucket, f"{dataset.prefix}previews/preview-{count}.png", png)
         return accuracy_pb2.RenderDatasetPreviewResponse(png=ref_to_pb(ref))
+
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def Evaluate(self, request: accuracy_pb2.EvaluateRequest, context):
+        if not request.output_prefix.endswith("/"):
+            raise InvalidArgument("output_prefix must end with '/'", field="output_prefix")
+        validate_prefix(request.output_prefix, field="output_prefix")
+        bucket = request.output_bucket or self.settings.bucket
+
+        def work(report: Report) -> accuracy_pb2.EvaluationResult:
+            with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
+                return evaluation.run(self.store, request, bucket, Path(tmp), report)
+
+        result = yield from run_reporting(work, lambda p: accuracy_pb2.EvaluateResponse(progress=p))
+        yield accuracy_pb2.EvaluateResponse(result=result)
+
+    def ListComparisonRows(self, request: accuracy_pb2.ListComparisonRowsRequest, context):
+        return evaluation.list_rows(self.store, request)
+
+    def RenderImage(self, request: accuracy_pb2.RenderImageRequest, context):
+        bucket = request.output_bucket or request.dataset.bucket
+        with tempfile.TemporaryDirectory(prefix="render-") as tmp:
+            return accuracy_pb2.RenderImageResponse(
+                png=ref_to_pb(evaluation.render(self.store, request, bucket, Path(tmp))))
 
 
 def registrar(settings: Settings):

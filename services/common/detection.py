@@ -129,9 +129,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold
     scores = np.asarray(scores, np.float32).reshape(-1)
     if scores.min() <= 0:  # OpenCV keeps scores above 0 only; a shift keeps the order
         scores = scores - scores.min() + np.float32(1)
-    kept = cv2.dnn.NMSBoxes(xywh, scores, 0.0, float(iou_threshold),
-                            top_k=int(max_detections) if max_detections > 0 else 0)
-    return np.asarray(kept, np.int64).reshape(-1)
+    # (NMSBoxes' top_k caps the candidates before suppression, not the boxes kept: the cap is ours)
+    kept = np.asarray(cv2.dnn.NMSBoxes(xywh, scores, 0.0, float(iou_threshold)), np.int64).reshape(-1)
+    return kept[:max_detections] if max_detections > 0 else kept
 
 
 @dataclass(frozen=True)

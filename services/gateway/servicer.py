@@ -19,6 +19,7 @@ from services.gateway.models import ModelImports
 from services.gateway.optimize import Optimizations
 from services.gateway.projects import Catalog
 from services.gateway.records import RequestIndex
+from services.gateway.reports import Reports
 from services.gateway.uploads import Uploads
 from services.gateway.workers import Workers
 from workbench.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
@@ -41,6 +42,7 @@ class Gateway:
         self.datasets = Datasets(self.catalog, self.uploads, self.jobs, requests, workers, store, settings.bucket)
         self.measurements = Measurements(self.catalog, self.jobs, requests, workers, settings.bucket)
         self.optimizations = Optimizations(self.catalog, self.jobs, requests, workers, settings.bucket)
+        self.reports = Reports(self.catalog, self.jobs, requests, workers, store, settings.bucket)
 
     def recover(self) -> int:
         return self.jobs.recover()
@@ -130,6 +132,24 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def CompareProjects(self, request, context):
         return self.gw.measurements.compare(request.first_project_id, request.second_project_id)
+
+    # -- accuracy reports ------------------------------------------------------------------
+
+    def EvaluateProject(self, request, context):
+        return gateway_pb2.EvaluateProjectResponse(job=self.gw.reports.start(request))
+
+    def GetReport(self, request, context):
+        return gateway_pb2.GetReportResponse(report=self.gw.reports.records.get(request.report_id, "report_id"))
+
+    def ListReports(self, request, context):
+        reports, token = self.gw.reports.list(request.project_id, request.page_size, request.page_token)
+        return gateway_pb2.ListReportsResponse(reports=reports, next_page_token=token)
+
+    def ListReportRows(self, request, context):
+        return self.gw.reports.rows(request)
+
+    def RenderReportImage(self, request, context):
+        return self.gw.reports.picture(request)
 
     # -- jobs ------------------------------------------------------------------------------
 

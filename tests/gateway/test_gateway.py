@@ -308,23 +308,7 @@ def test_every_service_serves_health_and_reflection(gateway_settings):
             server.shutdown(grace=0)
 
 
-@pytest.mark.parametrize(
-    ("name", "call"),
-    [
-        ("accuracy", lambda ch: list(accuracy_pb2_grpc.AccuracyServiceStub(ch).Evaluate(accuracy_pb2.EvaluateRequest()))),
-    ],
-)
-def test_worker_capabilities_not_built_yet_answer_unimplemented(gateway_settings, name, call):
-    import importlib
-
-    module = importlib.import_module(f"services.{name}.__main__")
-    register = module.registrar(gateway_settings) if hasattr(module, "registrar") else module.register
-    server = ServiceServer(name, gateway_settings, register)
-    server.start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            with pytest.raises(grpc.RpcError) as err:
-                call(channel)
-            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    finally:
-        server.shutdown(grace=0)
+def test_capabilities_not_built_yet_answer_unimplemented(gateway):
+    with pytest.raises(grpc.RpcError) as err:
+        gateway.stub.ExportPackage(gateway_pb2.ExportPackageRequest(project_id="prj-00000000000deadbeef"))
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from workbench.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, quantizer_pb2
+from workbench.v1 import accuracy_pb2, common_pb2, gateway_pb2, gateway_pb2_grpc, quantizer_pb2
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 CHUNK_BYTES = 1024 * 1024
@@ -270,6 +270,37 @@ class WorkbenchClient:
     def compare_projects(self, first_project_id: str, second_project_id: str) -> gateway_pb2.CompareProjectsResponse:
         return self._call(self.stub.CompareProjects, gateway_pb2.CompareProjectsRequest(
             first_project_id=first_project_id, second_project_id=second_project_id))
+
+    # -- accuracy reports ------------------------------------------------------------------
+
+    def evaluate_project(self, project_id: str, settings: accuracy_pb2.AccuracySettings | None = None,
+                         request_id: str | None = None) -> common_pb2.Job:
+        """mAP when annotated; for a child project, the comparison with its parent. Output: report_id."""
+        request = gateway_pb2.EvaluateProjectRequest(project_id=project_id, settings=settings,
+                                                     request_id=request_id or uuid.uuid4().hex)
+        return self._call(self.stub.EvaluateProject, request).job
+
+    def get_report(self, report_id: str) -> gateway_pb2.Report:
+        return self._call(self.stub.GetReport, gateway_pb2.GetReportRequest(report_id=report_id)).report
+
+    def list_reports(self, project_id: str = "", page_size: int = 100) -> Iterator[gateway_pb2.Report]:
+        return self._paginate(self.stub.ListReports,
+                              gateway_pb2.ListReportsRequest(project_id=project_id, page_size=page_size), "reports")
+
+    def report_rows(self, report_id: str, *, advanced: bool = False, order_by: str = "", only_differences: bool = False,
+                    class_name: str = "", page_size: int = 100) -> Iterator[accuracy_pb2.ComparisonRow]:
+        request = gateway_pb2.ListReportRowsRequest(
+            report_id=report_id, order_by=order_by, only_differences=only_differences, class_name=class_name,
+            page_size=page_size,
+            mode=accuracy_pb2.COMPARISON_MODE_ADVANCED if advanced else accuracy_pb2.COMPARISON_MODE_BASIC)
+        return self._paginate(self.stub.ListReportRows, request, "rows")
+
+    def report_image(self, report_id: str, image_id: int, against_annotations: bool = False) -> bytes:
+        """A PNG of one image with both sets of boxes."""
+        response = self._call(self.stub.RenderReportImage, gateway_pb2.RenderReportImageRequest(
+            report_id=report_id, image_id=image_id, against_annotations=against_annotations))
+        with urllib.request.urlopen(response.download_url, timeout=self.timeout) as body:
+            return body.read()
 
     # -- jobs ------------------------------------------------------------------------------
 

@@ -1,0 +1,111 @@
+"""Accuracy reports: mAP when the dataset is annotated, and for a child project the comparison of its
+predictions with its parent's (the parent is evaluated first when it has no report yet)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.common.errors import FailedPrecondition
+from services.common.object_store import ObjectStore
+from services.gateway.jobs import JobContext, JobManager, now
+from services.gateway.projects import Catalog
+from services.gateway.records import Records, RequestIndex, validate_id, validate_request_id
+from services.gateway.workers import Workers, call, follow
+from workbench.v1 import accuracy_pb2, common_pb2, gateway_pb2
+
+DOWNLOAD_EXPIRY = timedelta(hours=1)
+
+
+class Reports:
+    def __init__(self, catalog: Catalog, jobs: JobManager, requests: RequestIndex, workers: Workers,
+                 store: ObjectStore, bucket: str):
+        self.catalog, self.jobs, self.requests, self.workers = catalog, jobs, requests, workers
+        self.store, self.bucket = store, bucket
+        self.records: Records[gateway_pb2.Report] = Records(store, bucket, "reports", "rpt", gateway_pb2.Report)
+
+    def _inputs(self, project: gateway_pb2.Project):
+        if not project.model_id or not project.dataset_id:
+            raise FailedPrecondition(f"project {project.id} needs a model and a dataset", field="project_id")
+        return (self.catalog.models.get(project.model_id, "project.model_id").artifact,
+                self.catalog.datasets.get(project.dataset_id, "project.dataset_id").artifact)
+
+    def start(self, request: gateway_pb2.EvaluateProjectRequest) -> common_pb2.Job:
+        validate_request_id(request.request_id)
+        existing = self.requests.lookup("evaluate", request.request_id)
+        if existing:
+            return self.jobs.get(existing)
+        project = self.catalog.projects.get(request.project_id, "project_id")
+        self._inputs(project)
+        parent = self.catalog.projects.get(project.parent_id, "project.parent_id") if project.parent_id else None
+        settings = accuracy_pb2.AccuracySettings()
+        settings.CopyFrom(project.accuracy_settings)
+        settings.MergeFrom(request.settings)
+
+        def work(ctx: JobContext) -> common_pb2.JobOutput:
+            parent_report = None
+            if parent is not None:
+                parent_report = self.latest(parent.id) or self._evaluate(ctx, parent, settings, None)
+            report = self._evaluate(ctx, project, settings, parent_report)
+            return common_pb2.JobOutput(project_id=project.id, report_id=report.id)
+
+        job = self.jobs.submit(common_pb2.JOB_KIND_EVALUATE, work, project_id=project.id,
+                               request_id=request.request_id)
+        self.requests.remember("evaluate", request.request_id, job.id)
+        return job
+
+    def _evaluate(self, ctx: JobContext, project: gateway_pb2.Project, settings: accuracy_pb2.AccuracySettings,
+                  parent_report: gateway_pb2.Report | None) -> gateway_pb2.Report:
+        model, dataset = self._inputs(project)
+        report_id = self.records.new_id()
+        evaluate = accuracy_pb2.EvaluateRequest(
+            model=model, dataset=dataset, settings=settings, compute_map=dataset.HasField("annotations"),
+            output_bucket=self.bucket, output_prefix=f"reports/{report_id}/")
+        if parent_report is not None:
+            evaluate.parent_predictions.CopyFrom(parent_report.result.predictions)
+        result = follow(ctx, "accuracy", self.workers.accuracy.Evaluate(evaluate))
+        report = gateway_pb2.Report(id=report_id, project_id=project.id, result=result, create_time=now())
+        if parent_report is not None:
+            report.parent_id = parent_report.project_id
+            report.parent_predictions.CopyFrom(parent_report.result.predictions)
+        self.records.put(report)
+        return report
+
+    def latest(self, project_id: str) -> gateway_pb2.Report | None:
+        found = [r for r in self.records.scan() if r.project_id == project_id]
+        return found[-1] if found else None
+
+    def list(self, project_id: str, page_size: int, page_token: str):
+        if project_id:
+            validate_id(project_id, "project_id", "prj")
+        return self.records.list(page_size, page_token, lambda r: not project_id or r.project_id == project_id)
+
+    def rows(self, request: gateway_pb2.ListReportRowsRequest) -> gateway_pb2.ListReportRowsResponse:
+        report = self.records.get(request.report_id, "report_id")
+        if not report.result.HasField("comparison_rows"):
+            raise FailedPrecondition(f"report {report.id} compares with no parent: it has no rows",
+                                     field="report_id")
+        response = call("accuracy", self.workers.accuracy.ListComparisonRows, accuracy_pb2.ListComparisonRowsRequest(
+            comparison_rows=report.result.comparison_rows, mode=request.mode, order_by=request.order_by,
+            only_differences=request.only_differences, class_name=request.class_name,
+            page_size=request.page_size, page_token=request.page_token))
+        return gateway_pb2.ListReportRowsResponse(rows=response.rows, next_page_token=response.next_page_token,
+                                                  total_size=response.total_size)
+
+    def picture(self, request: gateway_pb2.RenderReportImageRequest) -> gateway_pb2.RenderReportImageResponse:
+        report = self.records.get(request.report_id, "report_id")
+        project = self.catalog.projects.get(report.project_id, "report.project_id")
+        _, dataset = self._inputs(project)
+        render = accuracy_pb2.RenderImageRequest(
+            dataset=dataset, image_id=request.image_id, output_bucket=self.bucket,
+            score_threshold=report.result.effective_settings.reference_threshold or 0.25)
+        if request.against_annotations or not report.parent_id:
+            render.first_source = accuracy_pb2.BOX_SOURCE_ANNOTATIONS
+        else:
+            render.first_predictions.CopyFrom(report.parent_predictions)
+            render.first_source = accuracy_pb2.BOX_SOURCE_PARENT
+        render.second_predictions.CopyFrom(report.result.predictions)
+        render.second_source = accuracy_pb2.BOX_SOURCE_OPTIMIZED if report.parent_id else \
+            accuracy_pb2.BOX_SOURCE_UNSPECIFIED
+        png = call("accuracy", self.workers.accuracy.RenderImage, render).png
+        return gateway_pb2.RenderReportImageResponse(
+            png=png, download_url=self.store.presigned_get(png.bucket, png.key, DOWNLOAD_EXPIRY))
