@@ -130,7 +130,11 @@ def list_rows(store: ObjectStore, request: accuracy_pb2.ListComparisonRowsReques
     doc = store.get_json(ref.bucket, ref.key, max_bytes=1024**3)
     advanced = request.mode == accuracy_pb2.COMPARISON_MODE_ADVANCED
     rows = [ClassComparison(**r) for r in doc["classes"]] if advanced else [ImageComparison(**r) for r in doc["images"]]
-    page = query_rows(rows, order_by=request.order_by, only_differences=request.only_differences,
+    # ComparisonRow calls the image name "image"; the stored rows call it image_name
+    order_by = ",".join(("-" if part.strip().startswith("-") else "") + (
+        "image_name" if part.strip().lstrip("-") == "image" else part.strip().lstrip("-"))
+        for part in request.order_by.split(",") if part.strip())
+    page = query_rows(rows, order_by=order_by, only_differences=request.only_differences,
                       class_name=request.class_name or None, page_size=request.page_size,
                       page_token=request.page_token)
     return accuracy_pb2.ListComparisonRowsResponse(

@@ -12,7 +12,7 @@ from services.common.artifacts import content_key, download_ir, upload_ir
 from services.common.dataset_files import StoredDataset, download_images, read_bgr
 from services.common.errors import FailedPrecondition
 from services.common.object_store import ObjectStore
-from services.common.pb import ir_from_pb, ref_to_pb
+from services.common.pb import ir_from_pb
 from services.common.preprocess import Preprocessing
 from services.common.progress import Report, run_reporting
 from services.common.settings import Settings

@@ -353,30 +353,32 @@ def cmd_job(args, out: Output, client: WorkbenchClient) -> int:
 
 
 def cmd_demo(args, out: Output) -> int:
-    """The main flow so far: the stack, the real yolov4-tiny imported from Darknet files, a project."""
+    """The whole flow on the local stack (started when it is not running), ending in an HTML report."""
+    from pathlib import Path
+
+    from workbench import demo
+
     stack = _stack()
     components = stack.up()
     if not args.json:
         _print_components(components)
-    from services.reference_models import yolov4_generated, yolov4_tiny
+    from services.reference_models import DATA, yolov4_generated, yolov4_tiny
 
-    files = yolov4_tiny() if args.model == "yolov4-tiny" else yolov4_generated()
-    with WorkbenchClient(args.address, token=args.token) as client:
-        job = client.import_model(args.model, {
-            common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: files.cfg,
-            common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: files.weights,
-            common_pb2.MODEL_FILE_ROLE_LABELS: files.names,
-        }, framework=common_pb2.FRAMEWORK_DARKNET)
-        done = client.wait_job(job.id, on_event=progress_printer(quiet=args.json))
-        model = client.get_model(done.output.model_id)
-        project = client.create_project(f"{args.model} on CPU", model_id=model.id, device="CPU")
-    summary = {"model": _as_dict(model), "project": _as_dict(project)}
-
-    def show() -> None:
-        _model_info(model)
-        print(f"project {project.id} created for {model.name} on {project.device}")
-
-    out.result(summary, show)
+    if args.cfg or args.weights:
+        if not (args.cfg and args.weights and args.names):
+            raise SystemExit("workbench demo: --cfg, --weights and --names go together")
+        files = {"cfg": Path(args.cfg), "weights": Path(args.weights), "names": Path(args.names)}
+        name = Path(args.cfg).stem
+    else:
+        reference = yolov4_tiny() if args.model == "yolov4-tiny" else yolov4_generated()
+        files, name = {"cfg": reference.cfg, "weights": reference.weights, "names": reference.names}, args.model
+    dataset = demo.dataset_files(Path(args.dataset) if args.dataset else DATA / "vtest")
+    say = (lambda text: None) if args.json else (lambda text: print(f"== {text}", file=sys.stderr))
+    with WorkbenchClient(args.address, token=args.token, timeout=120) as client:
+        result = demo.run(client, files, dataset, name=name, speed_only=args.model == "yolov4" and not args.cfg,
+                          out_root=demo.reports_root(), duration_s=args.duration,
+                          on_event=progress_printer(quiet=args.json), say=say)
+    out.result(result.summary(), lambda: print(demo.summary_text(result)))
     return 0
 
 
@@ -394,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the main flow on the local stack")
     demo.add_argument("--model", default="yolov4-tiny", choices=["yolov4-tiny", "yolov4"],
                       help="yolov4-tiny: real trained weights; yolov4: full size with generated weights (speed only)")
+    demo.add_argument("--cfg", default="", help="your own Darknet cfg (with --weights and --names)")
+    demo.add_argument("--weights", default="")
+    demo.add_argument("--names", default="")
+    demo.add_argument("--dataset", default="", help="an archive or a folder of images (default: the vtest frames)")
+    demo.add_argument("--duration", type=float, default=10.0, help="seconds of each benchmark")
 
     project = commands.add_parser("project", help="projects").add_subparsers(dest="action", required=True)
     create = project.add_parser("create")
