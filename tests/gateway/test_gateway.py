@@ -22,7 +22,7 @@ from services.common.settings import Settings
 from services.gateway.servicer import registrar
 from workbench.client import JobFailedError, WorkbenchClient, WorkbenchError
 from workbench.v1 import (
-    accuracy_pb2, accuracy_pb2_grpc, benchmark_pb2_grpc, common_pb2, converter_pb2, converter_pb2_grpc,
+    accuracy_pb2_grpc, benchmark_pb2_grpc, common_pb2, converter_pb2_grpc,
     gateway_pb2, quantizer_pb2_grpc,
 )
 
