@@ -1,7 +1,7 @@
 """GatewayService: protobuf in, a call into the gateway's domain modules, protobuf out.
 
-RPCs not defined here are inherited from the generated base class and answer UNIMPLEMENTED:
-they arrive with the issues that build the worker services behind them.
+Every RPC of the contract is served here; a method missing from this class would answer
+UNIMPLEMENTED (the generated base class), never a fake success.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from services.gateway.jobs import JobManager
 from services.gateway.measurements import Measurements
 from services.gateway.models import ModelImports
 from services.gateway.optimize import Optimizations
+from services.gateway.packages import Packages
 from services.gateway.projects import Catalog
 from services.gateway.records import RequestIndex
 from services.gateway.reports import Reports
@@ -43,6 +44,7 @@ class Gateway:
         self.measurements = Measurements(self.catalog, self.jobs, requests, workers, settings.bucket)
         self.optimizations = Optimizations(self.catalog, self.jobs, requests, workers, settings.bucket)
         self.reports = Reports(self.catalog, self.jobs, requests, workers, store, settings.bucket)
+        self.packages = Packages(self.catalog, self.jobs, requests, store, settings.bucket)
 
     def recover(self) -> int:
         return self.jobs.recover()
@@ -150,6 +152,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def RenderReportImage(self, request, context):
         return self.gw.reports.picture(request)
+
+    # -- deployment packages ---------------------------------------------------------------
+
+    def ExportPackage(self, request, context):
+        return gateway_pb2.ExportPackageResponse(job=self.gw.packages.start(request))
+
+    def GetPackage(self, request, context):
+        return self.gw.packages.get(request.package_id)
 
     # -- jobs ------------------------------------------------------------------------------
 

@@ -306,9 +306,3 @@ def test_every_service_serves_health_and_reflection(gateway_settings):
     finally:
         for server in servers:
             server.shutdown(grace=0)
-
-
-def test_capabilities_not_built_yet_answer_unimplemented(gateway):
-    with pytest.raises(grpc.RpcError) as err:
-        gateway.stub.ExportPackage(gateway_pb2.ExportPackageRequest(project_id="prj-00000000000deadbeef"))
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -70,3 +70,14 @@ def test_refusals(workbench, parent):
     with pytest.raises(WorkbenchError) as err:
         client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(subset_fraction=1.5))
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and err.value.field == "config.subset_fraction"
+
+
+def test_accuracy_aware_ends_within_the_bound(workbench, parent):
+    client = workbench.client
+    job = client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
+        method=quantizer_pb2.QUANTIZATION_METHOD_ACCURACY_AWARE, max_drop=0.05,
+        drop_type=quantizer_pb2.DROP_TYPE_ABSOLUTE))
+    result = client.get_project(client.wait_job(job.id).output.project_id).optimization.result
+    assert result.effective_config.method == quantizer_pb2.QUANTIZATION_METHOD_ACCURACY_AWARE
+    assert result.candidates[-1].chosen and result.candidates[-1].description.startswith("accuracy control")
+    assert result.metric_after >= result.metric_before - 0.05

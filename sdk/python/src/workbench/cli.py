@@ -320,6 +320,64 @@ def cmd_optimize(args, out: Output, client: WorkbenchClient) -> int:
     return 0
 
 
+def cmd_report(args, out: Output, client: WorkbenchClient) -> int:
+    if args.action == "evaluate":
+        done = client.wait_job(client.evaluate_project(args.project).id, on_event=progress_printer(quiet=args.json))
+        report = client.get_report(done.output.report_id)
+        out.result(report, lambda: _report_summary(report))
+    elif args.action == "list":
+        reports = list(client.list_reports(args.project))
+        out.result(reports, lambda: _rows(["ID", "PROJECT", "PARENT", "AP", "AP50", "AGREEMENT", "F1"], [
+            [r.id, r.project_id, r.parent_id or "-", f"{r.result.metrics.ap:.4f}" if r.result.HasField("metrics") else "-",
+             f"{r.result.metrics.ap50:.4f}" if r.result.HasField("metrics") else "-",
+             f"{r.result.comparison.parent_agreement:.4f}" if r.parent_id else "-",
+             f"{r.result.comparison.f1:.4f}" if r.parent_id else "-"] for r in reports]))
+    elif args.action == "show":
+        if args.image is not None:
+            png = client.report_image(args.id, args.image, against_annotations=args.annotations)
+            with open(args.output, "wb") as f:
+                f.write(png)
+            out.result({"picture": args.output, "bytes": len(png)}, lambda: print(f"wrote {args.output}"))
+            return 0
+        report = client.get_report(args.id)
+        rows = list(client.report_rows(args.id, advanced=args.advanced, order_by=args.order_by,
+                                       only_differences=args.differences, class_name=args.class_name))
+
+        def show() -> None:
+            _report_summary(report)
+            if report.parent_id:
+                headers = ["IMAGE", "ID", *(["CLASS"] if args.advanced else []), "A", "B", "MATCHES",
+                           *(["PRECISION"] if args.advanced else [])]
+                _rows(headers, [[r.image, r.image_id, *([r.class_name] if args.advanced else []), r.a, r.b, r.matches,
+                                 *([f"{r.precision:.2f}"] if args.advanced else [])] for r in rows])
+
+        out.result({"report": _as_dict(report), "rows": [_as_dict(r) for r in rows]}, show)
+    return 0
+
+
+def _report_summary(report) -> None:
+    r = report.result
+    print(f"report {report.id} of project {report.project_id}, {r.images_per_second:.1f} images/s")
+    if r.HasField("metrics"):
+        print(f"COCO: AP {r.metrics.ap:.4f}, AP50 {r.metrics.ap50:.4f}, AP75 {r.metrics.ap75:.4f}, "
+              f"AR100 {r.metrics.ar100:.4f}")
+    if report.parent_id:
+        c = r.comparison
+        print(f"against parent {report.parent_id} on {c.images} images: A {c.total_a}, B {c.total_b}, "
+              f"matches {c.matches}, F1 {c.f1:.4f}, parent agreement {c.parent_agreement:.4f} "
+              f"(scores >= {c.reference_threshold:.2f})")
+
+
+def cmd_package(args, out: Output, client: WorkbenchClient) -> int:
+    if args.action == "export":
+        done = client.wait_job(client.export_package(args.project).id, on_event=progress_printer(quiet=args.json))
+        out.result({"package_id": done.output.package_id}, lambda: print(f"package {done.output.package_id}"))
+    else:
+        path = client.download_package(args.id, args.output)
+        out.result({"path": str(path)}, lambda: print(f"wrote {path}"))
+    return 0
+
+
 def _job_rows(jobs) -> None:
     _rows(["ID", "KIND", "STATE", "PROJECT", "PROGRESS", "ERROR"],
           [[j.id, common_pb2.JobKind.Name(j.kind).removeprefix("JOB_KIND_"), _state(j), j.project_id or "-",
@@ -456,6 +514,26 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--counters", action="store_true", help="per-layer counters (separate run)")
         command.add_argument("--cache", action="store_true", help="cache the compiled model")
 
+    report = commands.add_parser("report", help="accuracy reports").add_subparsers(dest="action", required=True)
+    report.add_parser("evaluate", help="mAP when annotated; a child project is compared with its parent"
+                      ).add_argument("project")
+    report.add_parser("list").add_argument("--project", default="")
+    show = report.add_parser("show", help="a report's comparison table, or with --image a picture")
+    show.add_argument("id")
+    show.add_argument("--advanced", action="store_true", help="per image and class, with precision")
+    show.add_argument("--order-by", default="", help="column, '-' for descending, e.g. -b")
+    show.add_argument("--differences", action="store_true", help="only images where A != B or matches < min(A, B)")
+    show.add_argument("--class-name", default="")
+    show.add_argument("--image", type=int, default=None, help="image id: write a PNG of both sets of boxes")
+    show.add_argument("--annotations", action="store_true", help="draw the annotations instead of the parent")
+    show.add_argument("-o", "--output", default="report-image.png")
+
+    package = commands.add_parser("package", help="deployment packages").add_subparsers(dest="action", required=True)
+    package.add_parser("export", help="IR, model_info, inference script, requirements").add_argument("project")
+    download = package.add_parser("download")
+    download.add_argument("id")
+    download.add_argument("-o", "--output", default="package.tar.gz")
+
     optimize = commands.add_parser("optimize", help="INT8 calibration into a child project")
     optimize.add_argument("project")
     optimize.add_argument("--name", default="")
@@ -502,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         with WorkbenchClient(args.address, token=args.token, tls_ca=args.tls_ca) as client:
             handler = {"project": cmd_project, "model": cmd_model, "dataset": cmd_dataset, "upload": cmd_upload,
                        "job": cmd_job, "benchmark": cmd_benchmark, "sweep": cmd_sweep, "compare": cmd_compare,
-                       "optimize": cmd_optimize,
+                       "optimize": cmd_optimize, "report": cmd_report, "package": cmd_package,
                        }[args.command]
             return handler(args, out, client)
     except JobFailedError as exc:

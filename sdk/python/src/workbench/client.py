@@ -302,6 +302,22 @@ class WorkbenchClient:
         with urllib.request.urlopen(response.download_url, timeout=self.timeout) as body:
             return body.read()
 
+    # -- deployment packages ---------------------------------------------------------------
+
+    def export_package(self, project_id: str, request_id: str | None = None) -> common_pb2.Job:
+        """Build the project's deployment package; the finished job's output.package_id names it."""
+        request = gateway_pb2.ExportPackageRequest(project_id=project_id, request_id=request_id or uuid.uuid4().hex)
+        return self._call(self.stub.ExportPackage, request).job
+
+    def download_package(self, package_id: str, path: str | os.PathLike) -> Path:
+        response = self._call(self.stub.GetPackage, gateway_pb2.GetPackageRequest(package_id=package_id))
+        path = Path(path)
+        with urllib.request.urlopen(response.download_url, timeout=max(self.timeout, 600)) as body, \
+                path.open("wb") as out:
+            while chunk := body.read(CHUNK_BYTES):
+                out.write(chunk)
+        return path
+
     # -- jobs ------------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> common_pb2.Job:

@@ -1,0 +1,125 @@
+"""INT8 calibration through the quantizer service against a direct nncf.quantize call on the same images.
+
+For each model: the IR and the vtest frames go to a throwaway S3; the quantizer service (a real process)
+quantizes with an explicit Performance preset; the direct call quantizes the same calibration half of the
+frames, preprocessed by the same code, with the same preset and overflow fix. Reported: the service's
+whole wall time, its calibration step alone (between its "statistics" and "validate" progress messages),
+the direct call's time, the INT8 throughput of both models measured alternately with the benchmark code,
+and the quantizer process's peak memory.
+
+    .venv/bin/python bench/quantize.py [--models yolov4-tiny,yolov4] [--seconds 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import grpc
+import nncf
+import openvino as ov
+from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import emit, median, peak_rss_mb, seaweed, service_process  # noqa: E402
+from services.benchmark.measure import BenchConfig, benchmark  # noqa: E402
+from services.common.artifacts import StoredIR, download_ir, upload_ir  # noqa: E402
+from services.common.object_store import ObjectStore  # noqa: E402
+from services.common.pb import ref_from_pb, ref_to_pb  # noqa: E402
+from services.common.preprocess import Preprocessing  # noqa: E402
+from services.converter.darknet import convert_darknet  # noqa: E402
+from services.quantizer.calibrate import OVERFLOW, overflow_for, QuantizeConfig  # noqa: E402
+from services.quantizer.validation import split  # noqa: E402
+from services.reference_models import DATA, yolov4_generated, yolov4_tiny  # noqa: E402
+from workbench.v1 import accuracy_pb2, accuracy_pb2_grpc, common_pb2, quantizer_pb2, quantizer_pb2_grpc  # noqa: E402
+
+FRAMES = sorted((DATA / "vtest").glob("*.jpg"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="yolov4-tiny,yolov4")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    figures: dict = {"frames": len(FRAMES), "models": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-quantize-") as tmp, seaweed() as (_, settings):
+        work, store, bucket = Path(tmp), ObjectStore.from_settings(settings), settings.bucket
+        sources = [store.put_file(bucket, f"frames/{p.name}", p) for p in FRAMES]
+        with service_process("accuracy", settings) as (_, accuracy_address), \
+                service_process("quantizer", settings) as (quantizer, quantizer_address):
+            accuracy = accuracy_pb2_grpc.AccuracyServiceStub(grpc.insecure_channel(accuracy_address))
+            *_, last = accuracy.NormalizeDataset(accuracy_pb2.NormalizeDatasetRequest(
+                sources=[ref_to_pb(s) for s in sources], file_names=[p.name for p in FRAMES],
+                output_bucket=bucket, output_prefix="datasets/vtest/"))
+            dataset = last.dataset
+            stub = quantizer_pb2_grpc.QuantizerServiceStub(grpc.insecure_channel(quantizer_address))
+            for name in args.models.split(","):
+                figures["models"][name] = measure(name, work, store, bucket, stub, dataset, args)
+            figures["quantizer_peak_rss_mb"] = round(peak_rss_mb(quantizer.pid), 1)
+    figures["targets"] = {"service_calibration_over_direct": "<= 1.1", "service_int8_fps_over_direct": ">= 0.98"}
+    emit(figures)
+
+
+def measure(name, work: Path, store, bucket, stub, dataset, args) -> dict:
+    files = yolov4_tiny() if name == "yolov4-tiny" else yolov4_generated()
+    xml = work / name / "model.xml"
+    model = convert_darknet(files.cfg, files.weights, names=files.names)
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    stored = upload_ir(store, bucket, xml, f"bench/{name}")
+    request = quantizer_pb2.QuantizeRequest(
+        model=common_pb2.ModelArtifact(xml=ref_to_pb(stored.xml), bin=ref_to_pb(stored.bin)), dataset=dataset,
+        config=quantizer_pb2.QuantizationConfig(preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE),
+        output_bucket=bucket)
+    start, events = time.perf_counter(), []
+    for response in stub.Quantize(request, timeout=3600):
+        if response.HasField("progress"):
+            events.append((response.progress.stage, time.perf_counter()))
+        else:
+            result = response.result
+    service_s = time.perf_counter() - start
+    # the calibration step: from the "statistics" message to the next message (judging the candidate)
+    begin = next(i for i, (stage, _) in enumerate(events) if stage == "statistics")
+    calibration_s = events[begin + 1][1] - events[begin][1]
+    service_xml = download_ir(store, StoredIR(ref_from_pb(result.model.xml, "xml"), ref_from_pb(result.model.bin, "bin")),
+                              work / name / "service-int8")
+
+    # the direct call: the same calibration half of the frames, the same preprocessing and parameters
+    preprocess = Preprocessing.from_model(model)
+    calibration, _ = split([cv2.imread(str(p)) for p in FRAMES], list(range(len(FRAMES))))
+    data = nncf.Dataset([preprocess(image)[0][None] for image in calibration])
+    overflow = overflow_for(QuantizeConfig())
+    start = time.perf_counter()
+    direct = nncf.quantize(ov.Core().read_model(str(xml)), data, preset=nncf.QuantizationPreset.PERFORMANCE,
+                           subset_size=len(calibration),
+                           advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OVERFLOW[overflow]))
+    direct_s = time.perf_counter() - start
+    direct_xml = work / name / "direct-int8.xml"
+    ov.save_model(direct, str(direct_xml), compress_to_fp16=False)
+
+    service_fps, direct_fps, fp32_fps = [], [], []
+    for _ in range(args.rounds):
+        for path, sink in ((service_xml, service_fps), (direct_xml, direct_fps), (xml, fp32_fps)):
+            sink.append(benchmark(ov.Core().read_model(str(path)), BenchConfig(duration_s=args.seconds)).throughput_fps)
+    return {
+        "service_total_s": round(service_s, 2),
+        "service_calibration_s": round(calibration_s, 2),
+        "direct_nncf_s": round(direct_s, 2),
+        "service_calibration_over_direct": round(calibration_s / direct_s, 3),
+        "calibration_images": result.calibration_images,
+        "parent_agreement": round(result.metric_after, 4),
+        "fp32_fps": round(median(fp32_fps), 1),
+        "service_int8_fps": round(median(service_fps), 1),
+        "direct_int8_fps": round(median(direct_fps), 1),
+        "service_int8_fps_over_direct": round(median([s / d for s, d in zip(service_fps, direct_fps)]), 3),
+        "int8_over_fp32": round(median(service_fps) / median(fp32_fps), 2),
+    }
+
+
+if __name__ == "__main__":
+    main()
