@@ -106,6 +106,9 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+PRE_NMS_CANDIDATES = 50  # per detection kept
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,
         max_detections: int = 0) -> np.ndarray:
     """Greedy NMS within each label: indices kept, by descending score (ties: lower index first).
@@ -116,6 +119,13 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold
     n = len(scores)
     if n == 0:
         return np.zeros(0, np.int64)
+    if max_detections > 0 and n > PRE_NMS_CANDIDATES * max_detections:
+        # Only the best candidates go into the quadratic suppression: a model whose every box scores
+        # alike (untrained weights, a very low floor) would otherwise take minutes per image.
+        top = np.argpartition(-np.asarray(scores, np.float32).reshape(-1), PRE_NMS_CANDIDATES * max_detections)
+        top = np.sort(top[:PRE_NMS_CANDIDATES * max_detections])
+        return top[nms(np.asarray(boxes).reshape(-1, 4)[top], np.asarray(scores).reshape(-1)[top],
+                       np.asarray(labels).reshape(-1)[top], iou_threshold, max_detections)]
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     labels = np.asarray(labels, np.int64).reshape(-1)
     low = boxes.min()

@@ -7,7 +7,7 @@ from datetime import timedelta
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.object_store import ObjectStore
 from services.gateway.jobs import JobContext, JobManager, now
-from services.gateway.projects import MAX_NAME, Catalog
+from services.gateway.projects import Catalog, validate_name
 from services.gateway.records import RequestIndex, validate_request_id
 from services.gateway.uploads import Uploads
 from services.gateway.workers import Workers, call, follow
@@ -23,9 +23,7 @@ class Datasets:
         self.workers, self.store, self.bucket = workers, store, bucket
 
     def start_import(self, request: gateway_pb2.ImportDatasetRequest) -> common_pb2.Job:
-        name = request.name.strip()
-        if not name or len(name) > MAX_NAME:
-            raise InvalidArgument(f"name is required, at most {MAX_NAME} characters", field="name")
+        name = validate_name(request.name)
         validate_request_id(request.request_id)
         if not request.upload_ids:
             raise InvalidArgument("upload_ids must list the dataset's uploads", field="upload_ids")
@@ -34,10 +32,7 @@ class Datasets:
             return self.jobs.get(existing)
         uploads = []
         for i, upload_id in enumerate(request.upload_ids):
-            upload = self.uploads.get(upload_id, f"upload_ids[{i}]")
-            if upload.state != gateway_pb2.UPLOAD_STATE_READY:
-                raise FailedPrecondition(f"upload {upload.id} is not ready", field=f"upload_ids[{i}]")
-            uploads.append(upload)
+            uploads.append(self.uploads.ready(upload_id, f"upload_ids[{i}]"))
         dataset_id = self.catalog.datasets.new_id()
         normalize = accuracy_pb2.NormalizeDatasetRequest(
             format=request.format, sources=[u.object for u in uploads], file_names=[u.file_name for u in uploads],

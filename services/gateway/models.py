@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import InvalidArgument
 from services.gateway.jobs import JobContext, JobManager, now
-from services.gateway.projects import MAX_NAME, Catalog
+from services.gateway.projects import Catalog, validate_name
 from services.gateway.records import RequestIndex, validate_request_id
 from services.gateway.uploads import Uploads
 from services.gateway.workers import Workers, follow
@@ -18,9 +18,7 @@ class ModelImports:
         self.workers, self.bucket = workers, bucket
 
     def start(self, request: gateway_pb2.ImportModelRequest) -> common_pb2.Job:
-        name = request.name.strip()
-        if not name or len(name) > MAX_NAME:
-            raise InvalidArgument(f"name is required, at most {MAX_NAME} characters", field="name")
+        name = validate_name(request.name)
         validate_request_id(request.request_id)
         if not request.files:
             raise InvalidArgument("files must list the model's uploads", field="files")
@@ -29,9 +27,7 @@ class ModelImports:
             return self.jobs.get(existing)
         files = []
         for i, item in enumerate(request.files):
-            upload = self.uploads.get(item.upload_id, f"files[{i}].upload_id")
-            if upload.state != gateway_pb2.UPLOAD_STATE_READY:
-                raise FailedPrecondition(f"upload {upload.id} is not ready", field=f"files[{i}].upload_id")
+            upload = self.uploads.ready(item.upload_id, f"files[{i}].upload_id")
             files.append(common_pb2.ModelFile(role=item.role, object=upload.object, file_name=upload.file_name))
         convert = converter_pb2.ConvertModelRequest(
             framework=request.framework, files=files, options=request.options, output_bucket=self.bucket

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.gateway.jobs import JobContext, JobManager, now
-from services.gateway.projects import MAX_NAME, Catalog
+from services.gateway.projects import Catalog, validate_name
 from services.gateway.records import RequestIndex, validate_request_id
 from services.gateway.workers import Workers, follow
 from workbench.v1 import common_pb2, gateway_pb2, quantizer_pb2
@@ -16,8 +16,7 @@ class Optimizations:
 
     def start(self, request: gateway_pb2.OptimizeProjectRequest) -> common_pb2.Job:
         validate_request_id(request.request_id)
-        if len(request.name) > MAX_NAME:
-            raise InvalidArgument(f"name is at most {MAX_NAME} characters", field="name")
+        validate_name(request.name, required=False)
         config = request.config
         if config.max_drop < 0 or (config.drop_type == quantizer_pb2.DROP_TYPE_ABSOLUTE and config.max_drop > 1):
             raise InvalidArgument("max_drop must be within 0..1", field="config.max_drop")

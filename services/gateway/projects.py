@@ -11,6 +11,14 @@ from workbench.v1 import gateway_pb2
 MAX_NAME = 200
 
 
+def validate_name(name: str, required: bool = True) -> str:
+    name = name.strip()
+    if (required and not name) or len(name) > MAX_NAME:
+        raise InvalidArgument(f"name is required, at most {MAX_NAME} characters" if required
+                              else f"name is at most {MAX_NAME} characters", field="name")
+    return name
+
+
 class Catalog:
     """The records the gateway keeps: models, datasets and projects."""
 
@@ -21,9 +29,7 @@ class Catalog:
         self.projects: Records[gateway_pb2.Project] = Records(store, bucket, "projects", "prj", gateway_pb2.Project)
 
     def create_project(self, request: gateway_pb2.CreateProjectRequest) -> gateway_pb2.Project:
-        name = request.name.strip()
-        if not name or len(name) > MAX_NAME:
-            raise InvalidArgument(f"name is required, at most {MAX_NAME} characters", field="name")
+        name = validate_name(request.name)
         validate_request_id(request.request_id)
         existing = self.requests.lookup("project", request.request_id)
         if existing:

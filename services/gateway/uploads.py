@@ -44,6 +44,13 @@ class Uploads:
     def get(self, upload_id: str, field: str = "upload_id") -> gateway_pb2.Upload:
         return self.records.get(upload_id, field)
 
+    def ready(self, upload_id: str, field: str) -> gateway_pb2.Upload:
+        """An upload that imports may use: stored, sized and hashed."""
+        upload = self.get(upload_id, field)
+        if upload.state != gateway_pb2.UPLOAD_STATE_READY:
+            raise FailedPrecondition(f"upload {upload.id} is not ready", field=field)
+        return upload
+
     def create(self, file_name: str, size: int, request_id: str) -> tuple[gateway_pb2.Upload, str, timedelta]:
         """A pending upload and the presigned URL to PUT it to."""
         validate_file_name(file_name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import zipfile
 from pathlib import Path
@@ -13,28 +12,15 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from services.accuracy.servicer import registrar as accuracy_registrar
-from services.common.server import ServiceServer
-from services.gateway.servicer import registrar as gateway_registrar
-from workbench.client import JobFailedError, WorkbenchClient, WorkbenchError
+from workbench.client import JobFailedError, WorkbenchError
 from workbench.v1 import common_pb2, gateway_pb2
 
 IMAGES = Path(__file__).resolve().parents[2] / "data" / "images"
 
 
 @pytest.fixture
-def stack(s3_settings):
-    settings = dataclasses.replace(s3_settings, listen="127.0.0.1:0", grace_seconds=1.0, internal_token="internal")
-    accuracy = ServiceServer("accuracy", settings, accuracy_registrar(settings))
-    accuracy.start()
-    settings = dataclasses.replace(settings, accuracy_addr=accuracy.address)
-    gateway = ServiceServer("gateway", settings, gateway_registrar(settings))
-    gateway.start()
-    client = WorkbenchClient(gateway.address, timeout=60)
-    yield client, settings
-    client.close()
-    gateway.shutdown(grace=1)
-    accuracy.shutdown(grace=1)
+def stack(workbench):
+    return workbench.client, workbench.settings
 
 
 def coco_zip(path: Path, broken_image: bool = False) -> Path:

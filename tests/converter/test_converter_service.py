@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import grpc
 import pytest
 
-from services.common.server import ServiceServer
-from services.converter.servicer import registrar as converter_registrar
-from services.gateway.servicer import registrar as gateway_registrar
 from tests.converter.test_convert import small_classifier
-from workbench.client import JobFailedError, WorkbenchClient
+from workbench.client import JobFailedError
 from workbench.v1 import common_pb2, converter_pb2, converter_pb2_grpc
 
 ROLE = common_pb2
 
 
 @pytest.fixture
-def stack(s3_settings):
-    """A converter and a gateway dialing it, sharing an internal token."""
-    settings = dataclasses.replace(s3_settings, listen="127.0.0.1:0", grace_seconds=1.0, internal_token="internal")
-    converter = ServiceServer("converter", settings, converter_registrar(settings))
-    converter.start()
-    settings = dataclasses.replace(settings, converter_addr=converter.address)
-    gateway = ServiceServer("gateway", settings, gateway_registrar(settings))
-    gateway.start()
-    client = WorkbenchClient(gateway.address, timeout=60)
-    yield client, settings, converter
-    client.close()
-    gateway.shutdown(grace=1)
-    converter.shutdown(grace=1)
+def stack(workbench):
+    """The client, the settings and the converter server of the in-process services."""
+    return workbench.client, workbench.settings, workbench.servers["converter"]
 
 
 def stored_keys(store, bucket: str) -> set[str]:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import openvino as ov
 import pytest
 
 from services import reference_models
+from tests.opencv4 import opencv4_site
 from services.common.errors import InvalidArgument
 from services.converter import darknet
 from services.converter.darknet import convert_darknet, expected_weight_count, load_cfg, parse_cfg, write_weights
@@ -32,7 +32,6 @@ from services.common.model_info import model_info_strings, read_model_info
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "data" / "images"
 VTEST = REPO / "data" / "vtest"
-OPENCV4 = "opencv-python-headless==4.14.0.94"
 TOLERANCE = 0.05  # max abs difference of raw head outputs
 
 ORACLE = textwrap.dedent('''
@@ -60,22 +59,8 @@ ORACLE = textwrap.dedent('''
 
 @pytest.fixture(scope="session")
 def opencv4() -> Path:
-    """A folder holding OpenCV 4's cv2 package (from its wheel, fetched once into the workbench cache)."""
-    folder = reference_models.default_cache() / "opencv4-darknet"
-    site = folder / "site"
-    if (site / "cv2" / "__init__.py").exists():
-        return site
-    folder.mkdir(parents=True, exist_ok=True)
-    wheels = list(folder.glob("opencv_python_headless-4.*.whl"))
-    if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", OPENCV4, "-d", str(folder)],
-                       check=True)
-        wheels = list(folder.glob("opencv_python_headless-4.*.whl"))
-    tmp = folder / f"site.tmp{os.getpid()}"
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        wheel.extractall(tmp)
-    tmp.rename(site)
-    return site
+    """A folder holding OpenCV 4's cv2 package (OpenCV 5 has no Darknet reader)."""
+    return opencv4_site()
 
 
 class Oracle:
