@@ -204,6 +204,14 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
         for candidate in outcome.candidates:
             candidate.chosen = False
         outcome.candidates.append(chosen)
+        drop = outcome.metric_before - chosen.metric
+        if config.drop_type == "relative" and outcome.metric_before:
+            drop /= outcome.metric_before
+        if drop > config.max_drop:
+            outcome.warnings.append(
+                f"accuracy control stopped outside the bound: {validation.name} {chosen.metric:.4f}, a drop of "
+                f"{drop:.4f} > {config.max_drop} ({config.drop_type}); NNCF's accuracy control ended there with "
+                f"{len(float_layers(quantized))} layers in floating point; the best it reached is kept")
     outcome.model, outcome.metric_after = quantized, chosen.metric
     outcome.fp_layers = float_layers(quantized)
     report("done", 1.0, f"{outcome.metric_name or 'metric'} {outcome.metric_after:.4f}")
