@@ -8,7 +8,6 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.object_store import ObjectStore
 from services.gateway.jobs import JobContext, JobManager, now
 from services.gateway.projects import Catalog, validate_name
-from services.gateway.records import RequestIndex, validate_request_id
 from services.gateway.uploads import Uploads
 from services.gateway.workers import Workers, call, follow
 from workbench.v1 import accuracy_pb2, common_pb2, gateway_pb2
@@ -17,19 +16,18 @@ DOWNLOAD_EXPIRY = timedelta(hours=1)
 
 
 class Datasets:
-    def __init__(self, catalog: Catalog, uploads: Uploads, jobs: JobManager, requests: RequestIndex,
-                 workers: Workers, store: ObjectStore, bucket: str):
-        self.catalog, self.uploads, self.jobs, self.requests = catalog, uploads, jobs, requests
+    def __init__(self, catalog: Catalog, uploads: Uploads, jobs: JobManager, workers: Workers,
+                 store: ObjectStore, bucket: str):
+        self.catalog, self.uploads, self.jobs = catalog, uploads, jobs
         self.workers, self.store, self.bucket = workers, store, bucket
 
     def start_import(self, request: gateway_pb2.ImportDatasetRequest) -> common_pb2.Job:
         name = validate_name(request.name)
-        validate_request_id(request.request_id)
         if not request.upload_ids:
             raise InvalidArgument("upload_ids must list the dataset's uploads", field="upload_ids")
-        existing = self.requests.lookup("import_dataset", request.request_id)
+        existing = self.jobs.for_request(common_pb2.JOB_KIND_IMPORT_DATASET, request.request_id)
         if existing:
-            return self.jobs.get(existing)
+            return existing
         uploads = []
         for i, upload_id in enumerate(request.upload_ids):
             uploads.append(self.uploads.ready(upload_id, f"upload_ids[{i}]"))
@@ -45,9 +43,7 @@ class Datasets:
                 gateway_pb2.Dataset(id=dataset_id, name=name, artifact=artifact, create_time=now()))
             return common_pb2.JobOutput(dataset_id=dataset_id)
 
-        job = self.jobs.submit(common_pb2.JOB_KIND_IMPORT_DATASET, work, request_id=request.request_id)
-        self.requests.remember("import_dataset", request.request_id, job.id)
-        return job
+        return self.jobs.submit(common_pb2.JOB_KIND_IMPORT_DATASET, work, request_id=request.request_id)
 
     def delete(self, dataset_id: str) -> None:
         dataset = self.catalog.datasets.get(dataset_id, "dataset_id")

@@ -17,7 +17,7 @@ from google.protobuf import json_format, timestamp_pb2
 
 from services.common.errors import Cancelled, FailedPrecondition, WorkbenchError
 from services.common.object_store import ObjectStore
-from services.gateway.records import Records
+from services.gateway.records import Records, RequestIndex, validate_request_id
 from workbench.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,9 @@ Work = Callable[[JobContext], common_pb2.JobOutput | None]
 
 
 class JobManager:
-    def __init__(self, store: ObjectStore, bucket: str):
+    def __init__(self, store: ObjectStore, bucket: str, requests: RequestIndex):
         self.records: Records[common_pb2.Job] = Records(store, bucket, "jobs", "job", common_pb2.Job)
+        self._requests = requests
         self._store, self._bucket = store, bucket
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
@@ -120,7 +121,14 @@ class JobManager:
             self._running[job.id] = running
         self._event(running, state=common_pb2.JOB_STATE_QUEUED)
         threading.Thread(target=self._run, args=(running, work), name=f"job-{job.id}", daemon=True).start()
+        self._requests.remember(f"job-{kind}", request_id, job.id)
         return self._snapshot(running)
+
+    def for_request(self, kind: int, request_id: str) -> common_pb2.Job | None:
+        """The job an earlier create with this request_id started, so a retry does not start another."""
+        validate_request_id(request_id)
+        job_id = self._requests.lookup(f"job-{kind}", request_id)
+        return self.get(job_id) if job_id else None
 
     def _run(self, running: _Running, work: Work) -> None:
         job = running.job

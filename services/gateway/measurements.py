@@ -7,7 +7,6 @@ from collections import defaultdict
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.gateway.jobs import JobContext, JobManager
 from services.gateway.projects import Catalog
-from services.gateway.records import RequestIndex, validate_request_id
 from services.gateway.workers import Workers, follow
 from workbench.v1 import benchmark_pb2, common_pb2, gateway_pb2
 
@@ -15,8 +14,8 @@ MAX_DURATION_S = 600.0
 
 
 class Measurements:
-    def __init__(self, catalog: Catalog, jobs: JobManager, requests: RequestIndex, workers: Workers, bucket: str):
-        self.catalog, self.jobs, self.requests, self.workers, self.bucket = catalog, jobs, requests, workers, bucket
+    def __init__(self, catalog: Catalog, jobs: JobManager, workers: Workers, bucket: str):
+        self.catalog, self.jobs, self.workers, self.bucket = catalog, jobs, workers, bucket
 
     def _inputs(self, project_id: str) -> tuple[gateway_pb2.Project, common_pb2.ModelArtifact, common_pb2.DatasetArtifact]:
         project = self.catalog.projects.get(project_id, "project_id")
@@ -36,13 +35,8 @@ class Measurements:
             raise InvalidArgument("iterations must not be negative", field=f"{field}.iterations")
 
     def _submit(self, kind: int, project_id: str, request_id: str, work) -> common_pb2.Job:
-        validate_request_id(request_id)
-        existing = self.requests.lookup(f"job-{kind}", request_id)
-        if existing:
-            return self.jobs.get(existing)
-        job = self.jobs.submit(kind, work, project_id=project_id, request_id=request_id)
-        self.requests.remember(f"job-{kind}", request_id, job.id)
-        return job
+        return self.jobs.for_request(kind, request_id) or \
+            self.jobs.submit(kind, work, project_id=project_id, request_id=request_id)
 
     def benchmark(self, request: gateway_pb2.BenchmarkProjectRequest) -> common_pb2.Job:
         self._check(request.config, "config")

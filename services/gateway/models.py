@@ -5,26 +5,23 @@ from __future__ import annotations
 from services.common.errors import InvalidArgument
 from services.gateway.jobs import JobContext, JobManager, now
 from services.gateway.projects import Catalog, validate_name
-from services.gateway.records import RequestIndex, validate_request_id
 from services.gateway.uploads import Uploads
 from services.gateway.workers import Workers, follow
 from workbench.v1 import common_pb2, converter_pb2, gateway_pb2
 
 
 class ModelImports:
-    def __init__(self, catalog: Catalog, uploads: Uploads, jobs: JobManager, requests: RequestIndex,
-                 workers: Workers, bucket: str):
-        self.catalog, self.uploads, self.jobs, self.requests = catalog, uploads, jobs, requests
+    def __init__(self, catalog: Catalog, uploads: Uploads, jobs: JobManager, workers: Workers, bucket: str):
+        self.catalog, self.uploads, self.jobs = catalog, uploads, jobs
         self.workers, self.bucket = workers, bucket
 
     def start(self, request: gateway_pb2.ImportModelRequest) -> common_pb2.Job:
         name = validate_name(request.name)
-        validate_request_id(request.request_id)
         if not request.files:
             raise InvalidArgument("files must list the model's uploads", field="files")
-        existing = self.requests.lookup("import_model", request.request_id)
+        existing = self.jobs.for_request(common_pb2.JOB_KIND_IMPORT_MODEL, request.request_id)
         if existing:
-            return self.jobs.get(existing)
+            return existing
         files = []
         for i, item in enumerate(request.files):
             upload = self.uploads.ready(item.upload_id, f"files[{i}].upload_id")
@@ -42,6 +39,4 @@ class ModelImports:
             self.catalog.models.put(model)
             return common_pb2.JobOutput(model_id=model.id)
 
-        job = self.jobs.submit(common_pb2.JOB_KIND_IMPORT_MODEL, work, request_id=request.request_id)
-        self.requests.remember("import_model", request.request_id, job.id)
-        return job
+        return self.jobs.submit(common_pb2.JOB_KIND_IMPORT_MODEL, work, request_id=request.request_id)

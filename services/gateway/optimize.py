@@ -5,26 +5,24 @@ from __future__ import annotations
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.gateway.jobs import JobContext, JobManager, now
 from services.gateway.projects import Catalog, validate_name
-from services.gateway.records import RequestIndex, validate_request_id
 from services.gateway.workers import Workers, follow
 from workbench.v1 import common_pb2, gateway_pb2, quantizer_pb2
 
 
 class Optimizations:
-    def __init__(self, catalog: Catalog, jobs: JobManager, requests: RequestIndex, workers: Workers, bucket: str):
-        self.catalog, self.jobs, self.requests, self.workers, self.bucket = catalog, jobs, requests, workers, bucket
+    def __init__(self, catalog: Catalog, jobs: JobManager, workers: Workers, bucket: str):
+        self.catalog, self.jobs, self.workers, self.bucket = catalog, jobs, workers, bucket
 
     def start(self, request: gateway_pb2.OptimizeProjectRequest) -> common_pb2.Job:
-        validate_request_id(request.request_id)
         validate_name(request.name, required=False)
         config = request.config
         if config.max_drop < 0 or (config.drop_type == quantizer_pb2.DROP_TYPE_ABSOLUTE and config.max_drop > 1):
             raise InvalidArgument("max_drop must be within 0..1", field="config.max_drop")
         if config.WhichOneof("subset") == "subset_fraction" and not 0 < config.subset_fraction <= 1:
             raise InvalidArgument("subset_fraction must be within (0, 1]", field="config.subset_fraction")
-        existing = self.requests.lookup("optimize", request.request_id)
+        existing = self.jobs.for_request(common_pb2.JOB_KIND_OPTIMIZE, request.request_id)
         if existing:
-            return self.jobs.get(existing)
+            return existing
         parent = self.catalog.projects.get(request.project_id, "project_id")
         if not parent.model_id or not parent.dataset_id:
             raise FailedPrecondition(f"project {parent.id} needs a model and a dataset to calibrate on",
@@ -53,6 +51,5 @@ class Optimizations:
             self.catalog.projects.put(child)
             return common_pb2.JobOutput(project_id=child.id, model_id=child_model.id)
 
-        job = self.jobs.submit(common_pb2.JOB_KIND_OPTIMIZE, work, project_id=parent.id, request_id=request.request_id)
-        self.requests.remember("optimize", request.request_id, job.id)
-        return job
+        return self.jobs.submit(common_pb2.JOB_KIND_OPTIMIZE, work, project_id=parent.id,
+                                request_id=request.request_id)

@@ -23,7 +23,7 @@ from services.common.object_store import ObjectStore
 from services.common.pb import ir_from_pb
 from services.gateway.jobs import JobContext, JobManager, now
 from services.gateway.projects import Catalog
-from services.gateway.records import Records, RequestIndex, validate_request_id
+from services.gateway.records import Records
 from workbench.v1 import common_pb2, gateway_pb2
 
 DOWNLOAD_EXPIRY = timedelta(hours=1)
@@ -87,16 +87,15 @@ preprocessing and decoding settings are in `model/model_info.json` (and inside `
 
 
 class Packages:
-    def __init__(self, catalog: Catalog, jobs: JobManager, requests: RequestIndex, store: ObjectStore, bucket: str):
-        self.catalog, self.jobs, self.requests, self.store, self.bucket = catalog, jobs, requests, store, bucket
+    def __init__(self, catalog: Catalog, jobs: JobManager, store: ObjectStore, bucket: str):
+        self.catalog, self.jobs, self.store, self.bucket = catalog, jobs, store, bucket
         self.records: Records[gateway_pb2.DeploymentPackage] = Records(
             store, bucket, "packages", "pkg", gateway_pb2.DeploymentPackage)
 
     def start(self, request: gateway_pb2.ExportPackageRequest) -> common_pb2.Job:
-        validate_request_id(request.request_id)
-        existing = self.requests.lookup("package", request.request_id)
+        existing = self.jobs.for_request(common_pb2.JOB_KIND_EXPORT_PACKAGE, request.request_id)
         if existing:
-            return self.jobs.get(existing)
+            return existing
         project = self.catalog.projects.get(request.project_id, "project_id")
         if not project.model_id:
             raise FailedPrecondition(f"project {project.id} has no model", field="project_id")
@@ -119,10 +118,8 @@ class Packages:
             self.records.put(package)
             return common_pb2.JobOutput(project_id=project.id, package_id=package_id)
 
-        job = self.jobs.submit(common_pb2.JOB_KIND_EXPORT_PACKAGE, work, project_id=project.id,
-                               request_id=request.request_id)
-        self.requests.remember("package", request.request_id, job.id)
-        return job
+        return self.jobs.submit(common_pb2.JOB_KIND_EXPORT_PACKAGE, work, project_id=project.id,
+                                request_id=request.request_id)
 
     def get(self, package_id: str) -> gateway_pb2.GetPackageResponse:
         package = self.records.get(package_id, "package_id")

@@ -9,7 +9,7 @@ from services.common.errors import FailedPrecondition
 from services.common.object_store import ObjectStore
 from services.gateway.jobs import JobContext, JobManager, now
 from services.gateway.projects import Catalog
-from services.gateway.records import Records, RequestIndex, validate_id, validate_request_id
+from services.gateway.records import Records, validate_id
 from services.gateway.workers import Workers, call, follow
 from workbench.v1 import accuracy_pb2, common_pb2, gateway_pb2
 
@@ -17,9 +17,9 @@ DOWNLOAD_EXPIRY = timedelta(hours=1)
 
 
 class Reports:
-    def __init__(self, catalog: Catalog, jobs: JobManager, requests: RequestIndex, workers: Workers,
+    def __init__(self, catalog: Catalog, jobs: JobManager, workers: Workers,
                  store: ObjectStore, bucket: str):
-        self.catalog, self.jobs, self.requests, self.workers = catalog, jobs, requests, workers
+        self.catalog, self.jobs, self.workers = catalog, jobs, workers
         self.store, self.bucket = store, bucket
         self.records: Records[gateway_pb2.Report] = Records(store, bucket, "reports", "rpt", gateway_pb2.Report)
 
@@ -30,10 +30,9 @@ class Reports:
                 self.catalog.datasets.get(project.dataset_id, "project.dataset_id").artifact)
 
     def start(self, request: gateway_pb2.EvaluateProjectRequest) -> common_pb2.Job:
-        validate_request_id(request.request_id)
-        existing = self.requests.lookup("evaluate", request.request_id)
+        existing = self.jobs.for_request(common_pb2.JOB_KIND_EVALUATE, request.request_id)
         if existing:
-            return self.jobs.get(existing)
+            return existing
         project = self.catalog.projects.get(request.project_id, "project_id")
         self._inputs(project)
         parent = self.catalog.projects.get(project.parent_id, "project.parent_id") if project.parent_id else None
@@ -48,10 +47,8 @@ class Reports:
             report = self._evaluate(ctx, project, settings, parent_report)
             return common_pb2.JobOutput(project_id=project.id, report_id=report.id)
 
-        job = self.jobs.submit(common_pb2.JOB_KIND_EVALUATE, work, project_id=project.id,
-                               request_id=request.request_id)
-        self.requests.remember("evaluate", request.request_id, job.id)
-        return job
+        return self.jobs.submit(common_pb2.JOB_KIND_EVALUATE, work, project_id=project.id,
+                                request_id=request.request_id)
 
     def _evaluate(self, ctx: JobContext, project: gateway_pb2.Project, settings: accuracy_pb2.AccuracySettings,
                   parent_report: gateway_pb2.Report | None) -> gateway_pb2.Report:

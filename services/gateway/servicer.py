@@ -35,16 +35,16 @@ class Gateway:
     def __init__(self, settings: Settings, store: ObjectStore):
         store.ensure_bucket(settings.bucket)
         requests = RequestIndex(store, settings.bucket)
-        self.jobs = JobManager(store, settings.bucket)
+        self.jobs = JobManager(store, settings.bucket, requests)
         self.catalog = Catalog(store, settings.bucket, self.jobs, requests)
         self.uploads = Uploads(store, settings.bucket, self.jobs, requests, settings.max_upload_bytes)
         workers = Workers(settings)
-        self.model_imports = ModelImports(self.catalog, self.uploads, self.jobs, requests, workers, settings.bucket)
-        self.datasets = Datasets(self.catalog, self.uploads, self.jobs, requests, workers, store, settings.bucket)
-        self.measurements = Measurements(self.catalog, self.jobs, requests, workers, settings.bucket)
-        self.optimizations = Optimizations(self.catalog, self.jobs, requests, workers, settings.bucket)
-        self.reports = Reports(self.catalog, self.jobs, requests, workers, store, settings.bucket)
-        self.packages = Packages(self.catalog, self.jobs, requests, store, settings.bucket)
+        self.model_imports = ModelImports(self.catalog, self.uploads, self.jobs, workers, settings.bucket)
+        self.datasets = Datasets(self.catalog, self.uploads, self.jobs, workers, store, settings.bucket)
+        self.measurements = Measurements(self.catalog, self.jobs, workers, settings.bucket)
+        self.optimizations = Optimizations(self.catalog, self.jobs, workers, settings.bucket)
+        self.reports = Reports(self.catalog, self.jobs, workers, store, settings.bucket)
+        self.packages = Packages(self.catalog, self.jobs, store, settings.bucket)
 
     def recover(self) -> int:
         return self.jobs.recover()

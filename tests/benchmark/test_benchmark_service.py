@@ -33,6 +33,8 @@ def test_benchmark_job_records_the_result_on_the_project(workbench, project):
     assert result.throughput_fps > 0 and result.latency.median_ms > 0 and result.conditions.cpu_model
     assert result.layer_counters and result.config.duration_seconds == 0.5
     assert client.get_project(project.id).last_benchmark == result
+    # a retry with the same request_id returns the job it started, and starts no other
+    assert client.benchmark_project(project.id, short(), request_id=job.request_id).id == job.id
 
 
 def test_compare_projects_gives_ratios_and_layer_types(workbench, project):
