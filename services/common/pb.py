@@ -32,8 +32,11 @@ def struct_of(values: dict) -> struct_pb2.Struct:
     return struct
 
 
-def progress(stage: str, fraction: float, message: str = "", **metrics: float) -> common_pb2.Progress:
-    result = common_pb2.Progress(stage=stage, fraction=fraction, message=message)
+def progress(stage: str, fraction: float | None = None, message: str = "", **metrics: float) -> common_pb2.Progress:
+    """A Progress message; fraction is clamped to 0..1 and left unset when unknown."""
+    result = common_pb2.Progress(stage=stage, message=message)
+    if fraction is not None:
+        result.fraction = max(0.0, min(1.0, fraction))
     if metrics:
         result.metrics.update(metrics)
     return result

@@ -12,6 +12,7 @@ import threading
 from typing import Any, Callable, Generator, TypeVar
 
 from services.common.errors import Cancelled
+from services.common.pb import progress
 from workbench.v1 import common_pb2
 
 T = TypeVar("T")
@@ -26,12 +27,7 @@ class Reporter:
     def __call__(self, stage: str, fraction: float | None = None, message: str = "", **metrics: float) -> None:
         if self.cancelled.is_set():
             raise Cancelled("cancelled by the caller")
-        progress = common_pb2.Progress(stage=stage, message=message)
-        if fraction is not None:
-            progress.fraction = max(0.0, min(1.0, fraction))
-        if metrics:
-            progress.metrics.update(metrics)
-        self.events.put(("progress", progress))
+        self.events.put(("progress", progress(stage, fraction, message, **metrics)))
 
 
 def run_reporting(work: Callable[[Report], T], wrap: Callable[[common_pb2.Progress], Any]) -> Generator[Any, None, T]:

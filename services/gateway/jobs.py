@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 from google.protobuf import json_format, timestamp_pb2
 
+from services.common import pb
 from services.common.errors import Cancelled, FailedPrecondition, WorkbenchError
 from services.common.object_store import ObjectStore
 from services.gateway.records import Records, RequestIndex, validate_request_id
@@ -75,12 +76,7 @@ class JobContext:
             callback()
 
     def progress(self, stage: str, fraction: float | None = None, message: str = "", **metrics: float) -> None:
-        progress = common_pb2.Progress(stage=stage, message=message)
-        if fraction is not None:
-            progress.fraction = max(0.0, min(1.0, fraction))
-        if metrics:
-            progress.metrics.update(metrics)
-        self.report(progress)
+        self.report(pb.progress(stage, fraction, message, **metrics))
 
     def report(self, progress: common_pb2.Progress) -> None:
         self._manager._event(self._running, progress=progress)
