@@ -1,11 +1,13 @@
 """INT8 calibration through the quantizer service against a direct nncf.quantize call on the same images.
 
 For each model: the IR and the vtest frames go to a throwaway S3; the quantizer service (a real process)
-quantizes with an explicit Performance preset; the direct call quantizes the same calibration half of the
-frames, preprocessed by the same code, with the same preset and overflow fix. Reported: the service's
+quantizes with an explicit Performance preset, then with the automatic choice; the direct call quantizes
+the same calibration half of the frames, preprocessed by the same code, with the same preset and overflow
+fix. Reported: the service's
 whole wall time, its calibration step alone (between its "statistics" and "validate" progress messages),
 the direct call's time, the INT8 throughput of both models measured alternately with the benchmark code,
-and the quantizer process's peak memory.
+the automatic choice's candidates and its pick's throughput over f32 inference of the parent (the FP32
+figure on CPUs that would otherwise run it in bf16), and the quantizer process's peak memory.
 
     .venv/bin/python bench/quantize.py [--models yolov4-tiny,yolov4] [--seconds 5] [--rounds 3]
 """
@@ -33,7 +35,7 @@ from services.common.object_store import ObjectStore  # noqa: E402
 from services.common.pb import ref_from_pb, ref_to_pb  # noqa: E402
 from services.common.preprocess import Preprocessing  # noqa: E402
 from services.converter.darknet import convert_darknet  # noqa: E402
-from services.quantizer.calibrate import OVERFLOW, overflow_for, QuantizeConfig  # noqa: E402
+from services.quantizer.calibrate import OVERFLOW, QuantizeConfig, overflow_choices  # noqa: E402
 from services.quantizer.validation import split  # noqa: E402
 from services.reference_models import DATA, yolov4_generated, yolov4_tiny  # noqa: E402
 from workbench.v1 import accuracy_pb2, accuracy_pb2_grpc, common_pb2, quantizer_pb2, quantizer_pb2_grpc  # noqa: E402
@@ -72,16 +74,9 @@ def measure(name, work: Path, store, bucket, stub, dataset, args) -> dict:
     model = convert_darknet(files.cfg, files.weights, names=files.names)
     ov.save_model(model, str(xml), compress_to_fp16=False)
     stored = upload_ir(store, bucket, xml, f"bench/{name}")
-    request = quantizer_pb2.QuantizeRequest(
-        model=common_pb2.ModelArtifact(xml=ref_to_pb(stored.xml), bin=ref_to_pb(stored.bin)), dataset=dataset,
-        config=quantizer_pb2.QuantizationConfig(preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE),
-        output_bucket=bucket)
-    start, events = time.perf_counter(), []
-    for response in stub.Quantize(request, timeout=3600):
-        if response.HasField("progress"):
-            events.append((response.progress.stage, time.perf_counter()))
-        else:
-            result = response.result
+    artifact = common_pb2.ModelArtifact(xml=ref_to_pb(stored.xml), bin=ref_to_pb(stored.bin))
+    start = time.perf_counter()
+    result, events = quantize(stub, artifact, dataset, bucket, quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)
     service_s = time.perf_counter() - start
     # the calibration step: from the "statistics" message to the next message (judging the candidate)
     begin = next(i for i, (stage, _) in enumerate(events) if stage == "statistics")
@@ -93,7 +88,7 @@ def measure(name, work: Path, store, bucket, stub, dataset, args) -> dict:
     preprocess = Preprocessing.from_model(model)
     calibration, _ = split([cv2.imread(str(p)) for p in FRAMES], list(range(len(FRAMES))))
     data = nncf.Dataset([preprocess(image)[0][None] for image in calibration])
-    overflow = overflow_for(QuantizeConfig())
+    overflow = overflow_choices(QuantizeConfig())[0]
     start = time.perf_counter()
     direct = nncf.quantize(ov.Core().read_model(str(xml)), data, preset=nncf.QuantizationPreset.PERFORMANCE,
                            subset_size=len(calibration),
@@ -102,10 +97,18 @@ def measure(name, work: Path, store, bucket, stub, dataset, args) -> dict:
     direct_xml = work / name / "direct-int8.xml"
     ov.save_model(direct, str(direct_xml), compress_to_fp16=False)
 
-    service_fps, direct_fps, fp32_fps = [], [], []
+    # the automatic choice: every candidate it measured, and its pick against true f32 inference
+    auto, _ = quantize(stub, artifact, dataset, bucket, quantizer_pb2.QUANTIZATION_PRESET_UNSPECIFIED)
+    auto_xml = download_ir(store, StoredIR(ref_from_pb(auto.model.xml, "xml"), ref_from_pb(auto.model.bin, "bin")),
+                           work / name / "auto-int8")
+
+    service_fps, direct_fps, fp32_fps, f32_fps, auto_fps = [], [], [], [], []
+    runs = ((service_xml, service_fps, ""), (direct_xml, direct_fps, ""), (xml, fp32_fps, ""),
+            (xml, f32_fps, "f32"), (auto_xml, auto_fps, ""))
     for _ in range(args.rounds):
-        for path, sink in ((service_xml, service_fps), (direct_xml, direct_fps), (xml, fp32_fps)):
-            sink.append(benchmark(ov.Core().read_model(str(path)), BenchConfig(duration_s=args.seconds)).throughput_fps)
+        for path, sink, precision in runs:
+            config = BenchConfig(duration_s=args.seconds, inference_precision=precision)
+            sink.append(benchmark(ov.Core().read_model(str(path)), config).throughput_fps)
     return {
         "service_total_s": round(service_s, 2),
         "service_calibration_s": round(calibration_s, 2),
@@ -118,7 +121,27 @@ def measure(name, work: Path, store, bucket, stub, dataset, args) -> dict:
         "direct_int8_fps": round(median(direct_fps), 1),
         "service_int8_fps_over_direct": round(median([s / d for s, d in zip(service_fps, direct_fps)]), 3),
         "int8_over_fp32": round(median(service_fps) / median(fp32_fps), 2),
+        "f32_fps": round(median(f32_fps), 1),
+        "auto_candidates": [{"setting": c.description, "parent_agreement": round(c.metric, 4),
+                             "fps": round(c.throughput_fps, 1), "chosen": c.chosen} for c in auto.candidates],
+        "auto_parent_agreement": round(auto.metric_after, 4),
+        "auto_int8_fps": round(median(auto_fps), 1),
+        "auto_int8_over_f32": round(median([a / f for a, f in zip(auto_fps, f32_fps)]), 2),
+        "auto_int8_over_default_precision": round(median([a / f for a, f in zip(auto_fps, fp32_fps)]), 2),
     }
+
+
+def quantize(stub, artifact, dataset, bucket, preset) -> tuple[quantizer_pb2.QuantizationResult, list]:
+    """One Quantize call: its result and its progress stages with their times."""
+    request = quantizer_pb2.QuantizeRequest(model=artifact, dataset=dataset, output_bucket=bucket,
+                                            config=quantizer_pb2.QuantizationConfig(preset=preset))
+    events = []
+    for response in stub.Quantize(request, timeout=3600):
+        if response.HasField("progress"):
+            events.append((response.progress.stage, time.perf_counter()))
+        else:
+            result = response.result
+    return result, events
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.progress import Report
 
 HINTS = {"throughput": hints.PerformanceMode.THROUGHPUT, "latency": hints.PerformanceMode.LATENCY}
+PRECISIONS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
 PROFILE_ITERATIONS = 20
 # Other processes using more CPU than this (in cores, on average) during a measurement disturb it.
 DISTURBED_CORES = 0.25
@@ -39,6 +40,7 @@ class BenchConfig:
     iterations: int = 0  # when set, stop after this many instead of after duration_s
     cache_dir: str = ""  # compiled-model cache
     performance_counters: bool = False
+    inference_precision: str = ""  # f32 | bf16 | f16; empty: the runtime's choice
 
 
 @dataclass
@@ -92,6 +94,9 @@ def prepare(model: ov.Model, config: BenchConfig) -> ov.Model:
             raise InvalidArgument(f"{name} must not be negative", field=f"config.{name}")
     if config.hint not in (*HINTS, "none"):
         raise InvalidArgument(f"unknown performance hint {config.hint!r}", field="config.hint")
+    if config.inference_precision and config.inference_precision not in PRECISIONS:
+        raise InvalidArgument(f"inference_precision must be one of {', '.join(PRECISIONS)}",
+                              field="config.inference_precision")
     if config.batch:
         shapes = {}
         for port in model.inputs:
@@ -124,6 +129,8 @@ def compile_properties(config: BenchConfig) -> dict:
         properties[props.inference_num_threads] = config.threads
     if config.cache_dir:
         properties[props.cache_dir] = config.cache_dir
+    if config.inference_precision:
+        properties[hints.inference_precision] = PRECISIONS[config.inference_precision]
     return properties
 
 

@@ -58,7 +58,7 @@ def config_from_pb(config: common_pb2.BenchmarkConfig, cache_dir: str) -> BenchC
         infer_requests=config.infer_requests, batch=config.batch, threads=config.threads,
         duration_s=config.duration_seconds if config.duration_seconds or config.iterations else 10.0,
         iterations=config.iterations, cache_dir=cache_dir if config.cache_compiled_model else "",
-        performance_counters=config.performance_counters,
+        performance_counters=config.performance_counters, inference_precision=config.inference_precision,
     )
 
 

@@ -33,6 +33,9 @@ class Optimizations:
         dataset = self.catalog.datasets.get(parent.dataset_id, "project.dataset_id")
         call = quantizer_pb2.QuantizeRequest(model=model.artifact, dataset=dataset.artifact, config=config,
                                              output_bucket=self.bucket)
+        if request.calibration_dataset_id:
+            calibration = self.catalog.datasets.get(request.calibration_dataset_id, "calibration_dataset_id")
+            call.calibration_dataset.CopyFrom(calibration.artifact)
         name = request.name.strip() or f"{parent.name} INT8"
 
         def work(ctx: JobContext) -> common_pb2.JobOutput:

@@ -90,10 +90,40 @@ def cpu_has_vnni() -> bool:
     return any(flag in flags for flag in (" avx512_vnni", " avx_vnni", " amx_int8"))
 
 
-def overflow_for(config: QuantizeConfig) -> str:
+def overflow_choices(config: QuantizeConfig) -> list[str]:
+    """The given setting, else from the instruction set: VNNI/AMX do not saturate, so the fix only costs
+    precision there; without VNNI, the fix on every layer and on the first one only are both worth measuring."""
     if config.overflow_fix != "auto":
-        return config.overflow_fix
-    return "disable" if cpu_has_vnni() else "enable"
+        return [config.overflow_fix]
+    return ["disable"] if cpu_has_vnni() else ["enable", "first_layer"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One NNCF configuration the Default method calibrates with."""
+
+    preset: str
+    overflow_fix: str
+    fast_bias_correction: bool
+
+    def describe(self) -> str:
+        bias = "fast bias correction" if self.fast_bias_correction else "full bias correction"
+        return f"{self.preset} preset, overflow fix {self.overflow_fix.replace('_', ' ')}, {bias}"
+
+
+def candidate_settings(config: QuantizeConfig) -> list[Setting]:
+    """What the Default method measures: with the automatic preset, every preset x overflow handling x bias
+    correction left open; with an explicit preset, only the open overflow handling. The first is the fallback."""
+    if config.preset not in ("auto", *PRESETS):
+        raise InvalidArgument(f"unknown preset {config.preset!r}", field="config.preset")
+    auto = config.preset == "auto"
+    presets = list(PRESETS) if auto else [config.preset]
+    if config.fast_bias_correction is not None:
+        biases = [config.fast_bias_correction]
+    else:
+        biases = [True, False] if auto else [True]
+    return [Setting(preset, overflow, bias) for preset in presets for overflow in overflow_choices(config)
+            for bias in biases]
 
 
 def is_quantized(model: ov.Model) -> bool:
@@ -118,12 +148,13 @@ def subset(images: list[np.ndarray], config: QuantizeConfig) -> list[np.ndarray]
     return [images[i] for i in picks]
 
 
-def _nncf_kwargs(config: QuantizeConfig, preset: str, overflow: str, fbc: bool, count: int) -> dict:
+def _nncf_kwargs(config: QuantizeConfig, setting: Setting, count: int) -> dict:
     try:
         target = TargetDevice[config.target_device.upper() or "ANY"]
     except KeyError:
         raise InvalidArgument(f"unknown target device {config.target_device!r}", field="config.target_device") from None
-    kwargs = dict(preset=PRESETS[preset], target_device=target, subset_size=count, fast_bias_correction=fbc,
+    kwargs = dict(preset=PRESETS[setting.preset], target_device=target, subset_size=count,
+                  fast_bias_correction=setting.fast_bias_correction,
                   ignored_scope=nncf.IgnoredScope(patterns=list(config.ignored_scope)) if config.ignored_scope
                   else None)
     if config.model_type:
@@ -134,12 +165,12 @@ def _nncf_kwargs(config: QuantizeConfig, preset: str, overflow: str, fbc: bool, 
     return kwargs
 
 
-def _quantize_once(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, preset: str, overflow: str,
-                   fbc: bool, count: int) -> ov.Model:
-    advanced = AdvancedQuantizationParameters(overflow_fix=OVERFLOW[overflow])
+def _quantize_once(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, setting: Setting,
+                   count: int) -> ov.Model:
+    advanced = AdvancedQuantizationParameters(overflow_fix=OVERFLOW[setting.overflow_fix])
     try:
         return nncf.quantize(model.clone(), data, advanced_parameters=advanced,
-                             **_nncf_kwargs(config, preset, overflow, fbc, count))
+                             **_nncf_kwargs(config, setting, count))
     except nncf.ValidationError as exc:
         raise InvalidArgument(f"NNCF refused the configuration: {exc}", field="config") from None
 
@@ -158,47 +189,44 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
         warnings.append(f"only {len(calibration)} calibration images: statistics may be noisy; "
                         f"use {MIN_CALIBRATION_IMAGES} or more")
     data = nncf.Dataset([image[None] for image in calibration])
-    count, overflow = len(calibration), overflow_for(config)
-    fbc = True if config.fast_bias_correction is None else config.fast_bias_correction
+    count = len(calibration)
     outcome = Outcome(model=model, config=config, warnings=warnings, calibration_images=count)
 
     if validation is not None:
         report("validate", 0.02, "measuring the parent")
         outcome.metric_name, outcome.metric_before = validation.name, validation.judge(model, reference=True)
 
-    presets = ["performance", "mixed"] if config.preset == "auto" else [config.preset]
-    if config.preset not in ("auto", *PRESETS):
-        raise InvalidArgument(f"unknown preset {config.preset!r}", field="config.preset")
-    if config.preset == "auto" and validation is None:
-        presets = ["performance"]
-        warnings.append("no validation data: the automatic choice fell back to the Performance preset")
+    settings = candidate_settings(config)
+    if len(settings) > 1 and validation is None:
+        settings = settings[:1]
+        warnings.append("no validation data: the automatic choice fell back to "
+                        f"{settings[0].describe()}")
 
-    best: tuple[ov.Model, Candidate, str] | None = None
-    for i, preset in enumerate(presets):
-        report("statistics", 0.05 + 0.5 * i / len(presets), f"calibrating: {preset} preset, overflow fix {overflow}, "
-                                                            f"{count} images")
-        quantized = _quantize_once(model, data, config, preset, overflow, fbc, count)
-        description = f"{preset} preset, overflow fix {overflow}, fast bias correction {'on' if fbc else 'off'}"
+    best: tuple[ov.Model, Candidate, Setting] | None = None
+    for i, setting in enumerate(settings):
+        description = setting.describe()
+        report("statistics", 0.05 + 0.5 * i / len(settings), f"calibrating: {description}, {count} images")
+        quantized = _quantize_once(model, data, config, setting, count)
         if validation is None:
-            best = (quantized, Candidate(description, 0.0, 0.0, True), preset)
+            best = (quantized, Candidate(description, 0.0, 0.0, True), setting)
             break
-        report("validate", 0.05 + 0.5 * (i + 0.7) / len(presets), f"judging {description}")
+        report("validate", 0.05 + 0.5 * (i + 0.7) / len(settings), f"judging {description}")
         candidate = Candidate(description, validation.judge(quantized), validation.fps(quantized))
         outcome.candidates.append(candidate)
-        report("candidate", 0.05 + 0.5 * (i + 1) / len(presets), description,
+        report("candidate", 0.05 + 0.5 * (i + 1) / len(settings), description,
                metric=candidate.metric, fps=candidate.throughput_fps)
         if best is None or _better(candidate, best[1], config.agreement_bound):
-            best = (quantized, candidate, preset)
+            best = (quantized, candidate, setting)
     assert best is not None
-    quantized, chosen, preset = best
+    quantized, chosen, setting = best
     chosen.chosen = True
-    outcome.config = replace(config, preset=preset, overflow_fix=overflow, fast_bias_correction=fbc,
-                             subset_size=count)
+    outcome.config = replace(config, preset=setting.preset, overflow_fix=setting.overflow_fix,
+                             fast_bias_correction=setting.fast_bias_correction, subset_size=count)
 
     if config.method == "accuracy_aware":
         if validation is None:
             raise FailedPrecondition("AccuracyAware needs annotations or a parent to compare with", field="config")
-        quantized = _accuracy_aware(model, data, config, preset, overflow, fbc, count, validation, report)
+        quantized = _accuracy_aware(model, data, config, setting, count, validation, report)
         chosen = Candidate("accuracy control from " + chosen.description, validation.judge(quantized),
                            validation.fps(quantized), True)
         for candidate in outcome.candidates:
@@ -225,7 +253,7 @@ def _better(candidate: Candidate, best: Candidate, bound: float) -> bool:
     return candidate.metric > best.metric
 
 
-def _accuracy_aware(model, data, config, preset, overflow, fbc, count, validation: Validation, report: Report):
+def _accuracy_aware(model, data, config, setting: Setting, count, validation: Validation, report: Report):
     report("accuracy_control", 0.6, f"restoring accuracy within {config.max_drop} ({config.drop_type})")
 
     def validate(compiled: ov.CompiledModel, _items) -> float:
@@ -237,8 +265,9 @@ def _accuracy_aware(model, data, config, preset, overflow, fbc, count, validatio
         return nncf.quantize_with_accuracy_control(
             model.clone(), data, data, validate, max_drop=config.max_drop,
             drop_type=DropType.RELATIVE if config.drop_type == "relative" else DropType.ABSOLUTE,
-            advanced_quantization_parameters=AdvancedQuantizationParameters(overflow_fix=OVERFLOW[overflow]),
-            **_nncf_kwargs(config, preset, overflow, fbc, count),
+            advanced_quantization_parameters=AdvancedQuantizationParameters(
+                overflow_fix=OVERFLOW[setting.overflow_fix]),
+            **_nncf_kwargs(config, setting, count),
         )
     except nncf.ValidationError as exc:
         raise InvalidArgument(f"NNCF refused the configuration: {exc}", field="config") from None

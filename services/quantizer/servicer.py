@@ -19,6 +19,7 @@ from services.common.settings import Settings
 from services.converter.analysis import analyze
 from services.converter.servicer import artifact_to_pb
 from services.quantizer.calibrate import Outcome, QuantizeConfig, quantize
+from services.quantizer.similarity import unlike_warning
 from services.quantizer.validation import split, validation_for
 from workbench.v1 import common_pb2, quantizer_pb2, quantizer_pb2_grpc
 
@@ -77,22 +78,26 @@ class QuantizerServicer(quantizer_pb2_grpc.QuantizerServiceServicer):
                 if not request.dataset.prefix:
                     raise FailedPrecondition("quantization needs the project's dataset", field="dataset")
                 dataset = StoredDataset(request.dataset.bucket, request.dataset.prefix)
-                entries = dataset.manifest(self.store)["images"][:MAX_IMAGES]
                 annotations = dataset.annotations(self.store)
-                images, ids = [], []
-                for i, (entry, path) in enumerate(download_images(self.store, dataset, entries, work_dir / "images")):
-                    images.append(read_bgr(path))
-                    ids.append(entry["id"])
-                    if i % 20 == 0:
-                        report("download", 0.02 * i / len(entries), f"{i + 1} of {len(entries)} images")
-                calibration, judged = split(images, ids)
+                ids, images = self._images(dataset, work_dir / "images", report)
+                if request.calibration_dataset.prefix:
+                    _, calibration = self._images(StoredDataset(request.calibration_dataset.bucket,
+                                                                request.calibration_dataset.prefix),
+                                                  work_dir / "calibration", report)
+                    judged = list(zip(ids, images))
+                else:
+                    calibration, judged = split(images, ids)
                 tensors = [preprocess(image)[0] for image in calibration]
                 validation = validation_for(model, judged, preprocess, annotations, report)
                 outcome = quantize(model, tensors, config, validation, report)
+                unlike = unlike_warning(model, tensors, [preprocess(image)[0] for _, image in judged])
+                if unlike:
+                    outcome.warnings.append(unlike)
                 report("upload", 0.97, "storing the INT8 model")
                 out = work_dir / "int8" / "model.xml"
                 ov.save_model(outcome.model, str(out), compress_to_fp16=False)
                 key = content_key(request.model.xml.sha256, request.model.bin.sha256, request.dataset.prefix,
+                                  request.calibration_dataset.prefix,
                                   request.config.SerializeToString(deterministic=True).hex(), ov.get_version())
                 stored = upload_ir(self.store, bucket, out, f"models/int8/{key}")
                 saved = ov.Core().read_model(str(out))
@@ -102,6 +107,16 @@ class QuantizerServicer(quantizer_pb2_grpc.QuantizerServiceServicer):
 
         result = yield from run_reporting(work, lambda p: quantizer_pb2.QuantizeResponse(progress=p))
         yield quantizer_pb2.QuantizeResponse(result=result)
+
+    def _images(self, dataset: StoredDataset, into: Path, report: Report) -> tuple[list[int], list]:
+        entries = dataset.manifest(self.store)["images"][:MAX_IMAGES]
+        ids, images = [], []
+        for i, (entry, path) in enumerate(download_images(self.store, dataset, entries, into)):
+            images.append(read_bgr(path))
+            ids.append(entry["id"])
+            if i % 20 == 0:
+                report("download", 0.02 * i / len(entries), f"{i + 1} of {len(entries)} images")
+        return ids, images
 
 
 def result_to_pb(outcome: Outcome, artifact: common_pb2.ModelArtifact) -> quantizer_pb2.QuantizationResult:

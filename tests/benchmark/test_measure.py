@@ -39,6 +39,11 @@ def test_benchmark_reports_throughput_latency_and_conditions(model_xml):
     assert events[0] == "compile" and "profile" in events
 
 
+def test_inference_precision_is_asked_for_and_reported(model_xml):
+    result = benchmark(ov.Core().read_model(model_xml), BenchConfig(iterations=4, inference_precision="f32"))
+    assert result.inference_precision == "f32"
+
+
 def test_batch_counts_images_not_batches(model_xml):
     result = benchmark(ov.Core().read_model(model_xml), BenchConfig(batch=4, iterations=8, hint="latency"))
     assert result.throughput_fps == pytest.approx(4 * result.iterations / result.duration_s)
@@ -57,6 +62,7 @@ def test_dataset_images_feed_the_requests(model_xml):
         (BenchConfig(duration_s=0, iterations=0), InvalidArgument, "config.duration_seconds"),
         (BenchConfig(streams=-1), InvalidArgument, "config.streams"),
         (BenchConfig(hint="fastest"), InvalidArgument, "config.hint"),
+        (BenchConfig(inference_precision="int4"), InvalidArgument, "config.inference_precision"),
     ],
 )
 def test_bad_configurations_are_refused(model_xml, config, error, field):

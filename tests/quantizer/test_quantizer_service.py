@@ -11,7 +11,9 @@ from services.reference_models import yolov4_tiny
 from workbench.client import JobFailedError, WorkbenchError
 from workbench.v1 import common_pb2, quantizer_pb2
 
-FRAMES = sorted((Path(__file__).resolve().parents[2] / "data" / "vtest").glob("*.jpg"))[::5]  # 16 frames
+DATA = Path(__file__).resolve().parents[2] / "data"
+FRAMES = sorted((DATA / "vtest").glob("*.jpg"))[::5]  # 16 frames
+PHOTOS = sorted((DATA / "images").glob("*.jpg"))
 
 
 @pytest.fixture
@@ -38,6 +40,7 @@ def test_default_method_makes_a_child_project_judged_against_the_parent(workbenc
     assert result.metric_name == "parent_agreement" and result.metric_before == 1.0
     assert 0.8 <= result.metric_after <= 1.0
     assert result.calibration_images == 8 and any("calibration images" in w for w in result.warnings)
+    assert not any("unlike" in w for w in result.warnings)  # alternate frames of one video
     assert result.effective_config.preset == quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE
     assert result.model.analysis.quantized and [c.chosen for c in result.candidates] == [True]
     assert {"statistics", "candidate"} <= {e.progress.stage for e in events}
@@ -46,6 +49,19 @@ def test_default_method_makes_a_child_project_judged_against_the_parent(workbenc
     with pytest.raises(WorkbenchError) as err:
         client.optimize_project(child.id)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "already quantized" in err.value.message
+
+
+def test_a_separate_calibration_dataset_calibrates_and_is_checked_against_the_projects(workbench, parent):
+    client = workbench.client
+    photos = client.wait_job(client.import_dataset("photos", PHOTOS).id).output.dataset_id
+    with pytest.raises(WorkbenchError) as err:
+        client.optimize_project(parent.id, calibration_dataset_id="dst-0000000000000000000")
+    assert err.value.code == grpc.StatusCode.NOT_FOUND and "dst-0000000000000000000" in err.value.message
+    job = client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
+        preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE), calibration_dataset_id=photos)
+    result = client.get_project(client.wait_job(job.id).output.project_id).optimization.result
+    assert result.calibration_images == len(PHOTOS)
+    assert any("unlike the images the model is judged on" in w for w in result.warnings)
 
 
 def test_cancel_leaves_no_child_project(workbench, parent):
@@ -80,4 +96,7 @@ def test_accuracy_aware_ends_within_the_bound(workbench, parent):
     result = client.get_project(client.wait_job(job.id).output.project_id).optimization.result
     assert result.effective_config.method == quantizer_pb2.QUANTIZATION_METHOD_ACCURACY_AWARE
     assert result.candidates[-1].chosen and result.candidates[-1].description.startswith("accuracy control")
+    # the automatic choice measured both presets with both bias corrections before accuracy control
+    assert {c.description.split(",")[0] for c in result.candidates[:-1]} == {"performance preset", "mixed preset"}
+    assert {"fast bias correction" in c.description for c in result.candidates[:-1]} == {True, False}
     assert result.metric_after >= result.metric_before - 0.05

@@ -228,7 +228,7 @@ def _bench_config(args) -> common_pb2.BenchmarkConfig:
         device=args.device, hint=common_pb2.PerformanceHint.Value(f"PERFORMANCE_HINT_{args.hint.upper()}"),
         streams=args.streams, infer_requests=args.requests, batch=args.batch, threads=args.threads,
         duration_seconds=args.duration, random_inputs=args.random, performance_counters=args.counters,
-        cache_compiled_model=args.cache,
+        cache_compiled_model=args.cache, inference_precision=args.precision,
     )
 
 
@@ -300,7 +300,8 @@ def cmd_optimize(args, out: Output, client: WorkbenchClient) -> int:
         config.subset_fraction = float(args.subset[:-1]) / 100
     elif args.subset:
         config.subset_size = int(args.subset)
-    job = client.optimize_project(args.project, config, name=args.name)
+    job = client.optimize_project(args.project, config, name=args.name,
+                                  calibration_dataset_id=args.calibration_dataset)
     done = client.wait_job(job.id, on_event=progress_printer(quiet=args.json))
     child = client.get_project(done.output.project_id)
 
@@ -513,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--random", action="store_true", help="random inputs instead of dataset images")
         command.add_argument("--counters", action="store_true", help="per-layer counters (separate run)")
         command.add_argument("--cache", action="store_true", help="cache the compiled model")
+        command.add_argument("--precision", default="", choices=["", "f32", "bf16", "f16"],
+                             help="inference precision; left out, the runtime chooses")
 
     report = commands.add_parser("report", help="accuracy reports").add_subparsers(dest="action", required=True)
     report.add_parser("evaluate", help="mAP when annotated; a child project is compared with its parent"
@@ -538,13 +541,15 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("project")
     optimize.add_argument("--name", default="")
     optimize.add_argument("--preset", default="auto", choices=["auto", "performance", "mixed"],
-                          help="auto measures the presets and keeps the fastest within the agreement bound")
+                          help="auto measures presets x bias correction and keeps the fastest within the agreement bound")
     optimize.add_argument("--subset", default="", help="calibration images: a count, or a percentage like 50%%")
     optimize.add_argument("--overflow-fix", default="auto", choices=["auto", "enable", "first_layer", "disable"])
     optimize.add_argument("--accuracy-aware", action="store_true")
     optimize.add_argument("--max-drop", type=float, default=0.01)
     optimize.add_argument("--relative", action="store_true", help="max drop is relative, not absolute")
     optimize.add_argument("--ignore", action="append", default=[], help="node name pattern kept in FP (repeatable)")
+    optimize.add_argument("--calibration-dataset", default="",
+                          help="calibrate on this dataset, judge on the project's (default: the project's does both)")
 
     bench = commands.add_parser("benchmark", help="measure a project's throughput and latency")
     bench_flags(bench)

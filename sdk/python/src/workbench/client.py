@@ -245,10 +245,13 @@ class WorkbenchClient:
         return self._paginate(self.stub.ListDatasets, gateway_pb2.ListDatasetsRequest(page_size=page_size), "datasets")
 
     def optimize_project(self, project_id: str, config: quantizer_pb2.QuantizationConfig | None = None,
-                         name: str = "", request_id: str | None = None) -> common_pb2.Job:
-        """INT8 calibration; the finished job's output.project_id is the child project."""
+                         name: str = "", request_id: str | None = None,
+                         calibration_dataset_id: str = "") -> common_pb2.Job:
+        """INT8 calibration; the finished job's output.project_id is the child project. The project's dataset
+        judges the candidates; it also calibrates unless calibration_dataset_id names another one."""
         request = gateway_pb2.OptimizeProjectRequest(project_id=project_id, config=config, name=name,
-                                                     request_id=request_id or uuid.uuid4().hex)
+                                                     request_id=request_id or uuid.uuid4().hex,
+                                                     calibration_dataset_id=calibration_dataset_id)
         return self._call(self.stub.OptimizeProject, request).job
 
     # -- measurements ----------------------------------------------------------------------

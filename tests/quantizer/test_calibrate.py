@@ -1,0 +1,74 @@
+"""The Default method's candidate grid and the calibration-set check, on the real yolov4-tiny."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openvino as ov
+import pytest
+
+from services import reference_models
+from services.common.errors import InvalidArgument
+from services.common.preprocess import Preprocessing
+from services.converter.darknet import convert_darknet
+from services.quantizer import calibrate
+from services.quantizer.calibrate import QuantizeConfig, Setting, candidate_settings
+from services.quantizer.similarity import UNLIKE_ABOVE, energy_coefficient, features, unlike_warning
+
+REPO = Path(__file__).resolve().parents[2]
+FRAMES = sorted((REPO / "data" / "vtest").glob("*.jpg"))
+PHOTOS = sorted((REPO / "data" / "images").glob("*.jpg"))
+
+
+def test_auto_measures_presets_and_bias_correction_with_the_isa_overflow_handling(monkeypatch):
+    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: True)
+    assert candidate_settings(QuantizeConfig()) == [
+        Setting("performance", "disable", True), Setting("performance", "disable", False),
+        Setting("mixed", "disable", True), Setting("mixed", "disable", False)]
+    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: False)  # AVX2 only: u8 x s8 can saturate
+    assert {s.overflow_fix for s in candidate_settings(QuantizeConfig())} == {"enable", "first_layer"}
+    assert len(candidate_settings(QuantizeConfig())) == 8
+
+
+def test_explicit_choices_narrow_the_grid(monkeypatch):
+    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: True)
+    assert candidate_settings(QuantizeConfig(preset="mixed")) == [Setting("mixed", "disable", True)]
+    assert candidate_settings(QuantizeConfig(fast_bias_correction=False, overflow_fix="enable")) == [
+        Setting("performance", "enable", False), Setting("mixed", "enable", False)]
+    with pytest.raises(InvalidArgument) as err:
+        candidate_settings(QuantizeConfig(preset="fastest"))
+    assert err.value.field == "config.preset"
+
+
+def test_energy_coefficient_separates_alike_from_disjoint_sets():
+    rng = np.random.default_rng(0)
+    same = energy_coefficient(rng.normal(size=(40, 8)), rng.normal(size=(40, 8)))
+    shifted = energy_coefficient(rng.normal(size=(40, 8)), rng.normal(3.0, 1.0, size=(40, 8)))
+    assert same < 0.05 < 0.5 < shifted <= 1.0
+    assert energy_coefficient(np.ones((3, 2)), np.ones((3, 2))) == 0.0
+
+
+@pytest.fixture(scope="module")
+def tiny_tensors():
+    files = reference_models.yolov4_tiny()
+    model = convert_darknet(files.cfg, files.weights, names=files.names)
+    preprocess = Preprocessing.from_model(model)
+    frames = [preprocess(cv2.imread(str(p)))[0] for p in FRAMES[::2]]  # 40 frames
+    photos = [preprocess(cv2.imread(str(p)))[0] for p in PHOTOS]
+    return model, frames, photos
+
+
+def test_unrelated_calibration_photos_are_flagged_and_alternate_frames_are_not(tiny_tensors):
+    model, frames, photos = tiny_tensors
+    assert unlike_warning(model, frames[0::2], frames[1::2]) is None
+    warning = unlike_warning(model, photos, frames[1::2])
+    assert warning and "unlike" in warning and f"> {UNLIKE_ABOVE}" in warning
+
+
+def test_features_need_a_convolution(tiny_tensors):
+    model, frames, _ = tiny_tensors
+    assert features(model, frames[:3]).shape == (3, 512)  # the deepest 13x13 convolution of the backbone
+    parameter = ov.opset13.parameter([1, 4], ov.Type.f32)
+    assert features(ov.Model([ov.opset13.relu(parameter)], [parameter]), [np.zeros(4, np.float32)]) is None
