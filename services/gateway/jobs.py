@@ -3,6 +3,8 @@
 A job's record and its event log live in object storage. Watchers of a running job are fed
 from memory; a finished job's events are replayed from storage, so they survive a restart.
 A job found still running when the gateway starts was interrupted: it is marked failed.
+While storage is unreachable a running job goes on from memory; its end is saved once storage
+is back, and until then the job stays answerable from memory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
 PERSIST_INTERVAL_S = 1.0  # progress is saved at most this often; state changes are saved at once
+FINAL_SAVE_BACKOFF_S = (0.5, 10.0)  # first and longest wait between tries to save a finished job
 
 
 def now() -> timestamp_pb2.Timestamp:
@@ -80,6 +83,7 @@ class JobContext:
 
     def report(self, progress: common_pb2.Progress) -> None:
         self._manager._event(self._running, progress=progress)
+        self._manager._save_progress(self._running)
 
 
 Work = Callable[[JobContext], common_pb2.JobOutput | None]
@@ -104,6 +108,7 @@ class JobManager:
                 job.error = "interrupted: the gateway stopped while the job was running; retry it"
                 job.failed_service = "gateway"
                 self._finish(running, common_pb2.JOB_STATE_FAILED)
+                self._persist(running)
                 count += 1
         return count
 
@@ -113,9 +118,10 @@ class JobManager:
             project_id=project_id, request_id=request_id, create_time=now(),
         )
         running = _Running(job=job)
+        self._event(running, state=common_pb2.JOB_STATE_QUEUED)
+        self._persist(running)  # storage down: the client hears UNAVAILABLE and nothing starts
         with self._lock:
             self._running[job.id] = running
-        self._event(running, state=common_pb2.JOB_STATE_QUEUED)
         threading.Thread(target=self._run, args=(running, work), name=f"job-{job.id}", daemon=True).start()
         self._requests.remember(f"job-{kind}", request_id, job.id)
         return self._snapshot(running)
@@ -133,6 +139,7 @@ class JobManager:
                 raise Cancelled("cancelled before it started")
             job.start_time.CopyFrom(now())
             self._event(running, state=common_pb2.JOB_STATE_RUNNING)
+            self._save_progress(running, force=True)
             output = work(JobContext(self, running))
             if running.cancel_requested.is_set():
                 raise Cancelled("cancelled by request")
@@ -155,6 +162,7 @@ class JobManager:
             job.failed_service = "gateway"
             self._finish(running, common_pb2.JOB_STATE_FAILED)
         finally:
+            self._save_final(running)
             with self._lock:
                 self._running.pop(job.id, None)
 
@@ -227,14 +235,32 @@ class JobManager:
                 event.job.CopyFrom(job)
             running.events.append(event)
             running.changed.notify_all()
-            due = time.monotonic() - running.last_persist >= PERSIST_INTERVAL_S
-            if state is not None or due:
-                running.last_persist = time.monotonic()
-                self._persist(running)
 
     def _finish(self, running: _Running, state: int) -> None:
         running.job.end_time.CopyFrom(now())
         self._event(running, state=state)
+
+    def _save_progress(self, running: _Running, force: bool = False) -> None:
+        """Best effort: a storage outage must not end a job the workers are still doing."""
+        if not force and time.monotonic() - running.last_persist < PERSIST_INTERVAL_S:
+            return
+        running.last_persist = time.monotonic()
+        try:
+            self._persist(running)
+        except WorkbenchError as exc:
+            log.warning("job %s: progress not saved (%s); it stays in memory", running.job.id, exc.message)
+
+    def _save_final(self, running: _Running) -> None:
+        """A finished job is never lost: keep trying until storage takes it (the job answers from memory)."""
+        wait, longest = FINAL_SAVE_BACKOFF_S
+        while True:
+            try:
+                self._persist(running)
+                return
+            except WorkbenchError as exc:
+                log.warning("job %s: end not saved (%s); retrying in %.1fs", running.job.id, exc.message, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, longest)
 
     def _persist(self, running: _Running) -> None:
         self.records.put(running.job)
