@@ -104,7 +104,7 @@ class LocalStack:
         else:
             seaweed.wait_ready(START_TIMEOUT_S)
         for name in SERVICE_NAMES:
-            if not _alive(self._pid(name)):
+            if not _alive(self.pid(name)):
                 self._start_service(name)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -115,18 +115,18 @@ class LocalStack:
                 failing = ", ".join(f"{c.name} ({c.detail})" for c in components if not c.healthy)
                 raise FailedPrecondition(f"not healthy after {START_TIMEOUT_S:.0f}s: {failing}; see {self.log_dir}")
             for name in SERVICE_NAMES:
-                if not _alive(self._pid(name)):
+                if not _alive(self.pid(name)):
                     raise FailedPrecondition(f"{name} exited during start; see {self.log_dir / (name + '.log')}")
             time.sleep(0.5)
 
     def down(self) -> None:
         # Gateway first so no new work reaches the services; the object store last.
         for name in SERVICE_NAMES:
-            pid = self._pid(name)
+            pid = self.pid(name)
             if _alive(pid):
                 os.kill(pid, signal.SIGTERM)
         for name in SERVICE_NAMES:
-            _wait_exit(self._pid(name), STOP_TIMEOUT_S)
+            _wait_exit(self.pid(name), STOP_TIMEOUT_S)
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
         seaweed = SeaweedServer.attach(self.s3_dir)
         if seaweed is not None:
@@ -150,7 +150,7 @@ class LocalStack:
         except WorkbenchError as exc:
             return Component("s3", address, False, exc.message)
 
-    def _pid(self, name: str) -> int | None:
+    def pid(self, name: str) -> int | None:
         pid_file = self.run_dir / f"{name}.pid"
         return int(pid_file.read_text()) if pid_file.exists() else None
 

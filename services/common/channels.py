@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -11,13 +12,29 @@ from services.common.server import transport_options
 from services.common.settings import Settings
 
 
-def channel_options(settings: Settings) -> list[tuple[str, int]]:
-    # keep pinging while a long worker stream sends nothing (calibration can be quiet for minutes)
+# Every call: retried while the worker is unreachable (a restarting pod), but never once it has answered
+# (then the call is committed and a broken stream fails the job); and no call outlives WORKER_DEADLINE.
+WORKER_DEADLINE = "21600s"
+SERVICE_CONFIG = json.dumps({
+    # a dns:/// address of a headless Service resolves to every pod; spread calls across them
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{}],
+        "timeout": WORKER_DEADLINE,
+        "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.5s", "maxBackoff": "4s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+})
+
+
+def channel_options(settings: Settings) -> list[tuple[str, int | str]]:
     return [
         *transport_options(settings),
+        # keep pinging while a long worker stream sends nothing (calibration can be quiet for minutes)
         ("grpc.http2.max_pings_without_data", 0),
-        # a dns:/// address of a headless Service resolves to every pod; spread calls across them
-        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.service_config", SERVICE_CONFIG),
+        # a restarted worker is dialled again within seconds, not after minutes of backoff
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
 
 

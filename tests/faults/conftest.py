@@ -1,0 +1,103 @@
+"""The local stack as real processes on loopback (`workbench up` in a temporary home), and ways to hurt it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.common.object_store import ObjectStore
+from services.common.seaweed import SeaweedServer
+from services.common.settings import SERVICE_NAMES
+from services.reference_models import yolov4_tiny
+from services.stack import LocalStack
+from workbench.client import WorkbenchClient
+from workbench.v1 import common_pb2
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+FRAMES = sorted((DATA / "vtest").glob("*.jpg"))[::5]  # 16 frames
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@dataclass
+class Faults:
+    stack: LocalStack
+    client: WorkbenchClient
+
+    @property
+    def store(self) -> ObjectStore:
+        return self.stack.object_store()
+
+    def kill(self, name: str) -> None:
+        """kill -9 one service: no goodbye, no graceful drain."""
+        os.kill(self.stack.pid(name), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.stack.status()[1 + SERVICE_NAMES.index(name)].healthy and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop_s3(self) -> None:
+        server = SeaweedServer.attach(self.stack.s3_dir)
+        assert server is not None
+        server.stop(timeout=0)  # SIGKILL at once
+
+    def restore(self) -> None:
+        """Start whatever is down (`workbench up`) and wait until everything is SERVING."""
+        self.stack.up()
+
+    def objects(self) -> dict[str, int]:
+        """Every published object in the bucket (staging under _tmp/ excluded), by key, with its size."""
+        return {o.key: o.size for o in self.store.iter_objects("workbench", "")}
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory):
+    home = tmp_path_factory.mktemp("stack")
+    ports = free_ports(1 + len(SERVICE_NAMES))
+    env = {"WORKBENCH_HOME": str(home), "WORKBENCH_S3_PORT": str(ports[0]),
+           **{f"WORKBENCH_{name.upper()}_PORT": str(port) for name, port in zip(SERVICE_NAMES, ports[1:])}}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        stack = LocalStack(home)
+        stack.up()
+        client = WorkbenchClient(f"127.0.0.1:{ports[1]}", timeout=60)
+        try:
+            yield Faults(stack, client)
+        finally:
+            client.close()
+            for name in SERVICE_NAMES:
+                if stack.pid(name):
+                    try:
+                        os.kill(stack.pid(name), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            server = SeaweedServer.attach(stack.s3_dir)
+            if server is not None:
+                server.stop(timeout=0)
+
+
+@pytest.fixture(scope="module")
+def parent(faults):
+    """yolov4-tiny on 16 pedestrian frames, imported through the stack."""
+    client, files = faults.client, yolov4_tiny()
+    model = client.wait_job(client.import_model("yolov4-tiny", {
+        common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: files.cfg,
+        common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: files.weights,
+        common_pb2.MODEL_FILE_ROLE_LABELS: files.names,
+    }).id).output.model_id
+    dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id).output.dataset_id
+    return client.create_project("tiny on pedestrians", model_id=model, dataset_id=dataset)
