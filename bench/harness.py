@@ -25,6 +25,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.object_store import ObjectStore
 from services.common.seaweed import SeaweedServer
 from services.common.settings import Settings
+from services.reference_models import yolov4_tiny
+from services.stack import LocalStack
+from workbench.client import WorkbenchClient
+from workbench.v1 import common_pb2, gateway_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,3 +102,29 @@ def median(values: list[float]) -> float:
 
 def emit(figures: dict) -> None:
     print(json.dumps(figures))
+
+
+@contextlib.contextmanager
+def local_stack() -> Iterator[tuple[LocalStack, WorkbenchClient]]:
+    """`workbench up` in a throwaway home on free ports: SeaweedFS and the five services as real processes."""
+    with tempfile.TemporaryDirectory(prefix="bench-stack-") as home:
+        stack = LocalStack(Path(home), free_ports=True)
+        try:
+            stack.up()
+            client = WorkbenchClient(stack.address(), timeout=120)
+            yield stack, client
+            client.close()
+        finally:
+            stack.kill()
+
+
+def import_tiny(client: WorkbenchClient, frames: list[Path]) -> gateway_pb2.Project:
+    """The real yolov4-tiny and some frames through the gateway, as a project."""
+    files = yolov4_tiny()
+    model = client.wait_job(client.import_model("yolov4-tiny", {
+        common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: files.cfg,
+        common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: files.weights,
+        common_pb2.MODEL_FILE_ROLE_LABELS: files.names,
+    }).id).output.model_id
+    dataset = client.wait_job(client.import_dataset("frames", frames).id).output.dataset_id
+    return client.create_project("yolov4-tiny", model_id=model, dataset_id=dataset)

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,8 +47,10 @@ class Component:
 
 
 class LocalStack:
-    def __init__(self, home: Path | None = None):
+    def __init__(self, home: Path | None = None, *, free_ports: bool = False):
+        """free_ports: a first start picks free ports instead of the defaults (a second stack beside one)."""
         self.home = home or default_home()
+        self.free_ports = free_ports
         self.run_dir, self.log_dir = self.home / "run", self.home / "logs"
         self.config_file = self.home / "stack.json"
         self.s3_dir = self.home / "s3"
@@ -59,13 +62,19 @@ class LocalStack:
         if self.config_file.exists():
             return json.loads(self.config_file.read_text())
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.free_ports:
+            s3_port, *ports = _free_ports(1 + len(SERVICE_NAMES))
+            chosen = dict(zip(SERVICE_NAMES, ports))
+        else:
+            s3_port = int(os.environ.get("WORKBENCH_S3_PORT", S3_PORT))
+            chosen = {name: int(os.environ.get(f"WORKBENCH_{name.upper()}_PORT", port))
+                      for name, port in DEFAULT_PORTS.items()}
         config = {
-            "s3_port": int(os.environ.get("WORKBENCH_S3_PORT", S3_PORT)),
+            "s3_port": s3_port,
             "s3_access_key": "workbench",
             "s3_secret_key": secrets.token_urlsafe(24),
             "internal_token": secrets.token_urlsafe(24),
-            "ports": {name: int(os.environ.get(f"WORKBENCH_{name.upper()}_PORT", port))
-                      for name, port in DEFAULT_PORTS.items()},
+            "ports": chosen,
         }
         self.config_file.write_text(json.dumps(config, indent=2))
         self.config_file.chmod(0o600)
@@ -132,6 +141,19 @@ class LocalStack:
         if seaweed is not None:
             seaweed.stop(timeout=S3_STOP_TIMEOUT_S)
 
+    def kill(self) -> None:
+        """Stop everything at once (SIGKILL): for throwaway stacks, whose data does not matter."""
+        for name in SERVICE_NAMES:
+            if _alive(self.pid(name)):
+                os.kill(self.pid(name), signal.SIGKILL)
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        seaweed = SeaweedServer.attach(self.s3_dir)
+        if seaweed is not None:
+            seaweed.stop(timeout=0)
+
+    def address(self, name: str = "gateway") -> str:
+        return f"127.0.0.1:{self.config()['ports'][name]}"
+
     def status(self) -> list[Component]:
         config = self.config()
         components = [self._s3_status(config)]
@@ -161,6 +183,16 @@ class LocalStack:
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         (self.run_dir / f"{name}.pid").write_text(str(process.pid))
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def _alive(pid: int | None) -> bool:

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 from google.protobuf import json_format, timestamp_pb2
 
 from services.common import pb
-from services.common.errors import Cancelled, FailedPrecondition, WorkbenchError
+from services.common.errors import Cancelled, FailedPrecondition, ResourceExhausted, WorkbenchError
 from services.common.object_store import ObjectStore
 from services.gateway.records import Records, RequestIndex, validate_request_id
 from workbench.v1 import common_pb2
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
 PERSIST_INTERVAL_S = 1.0  # progress is saved at most this often; state changes are saved at once
 FINAL_SAVE_BACKOFF_S = (0.5, 10.0)  # first and longest wait between tries to save a finished job
+WATCH_RETRY_S = 1.0  # what a watcher turned away is told to wait
 
 
 def now() -> timestamp_pb2.Timestamp:
@@ -90,8 +91,11 @@ Work = Callable[[JobContext], common_pb2.JobOutput | None]
 
 
 class JobManager:
-    def __init__(self, store: ObjectStore, bucket: str, requests: RequestIndex):
+    def __init__(self, store: ObjectStore, bucket: str, requests: RequestIndex, max_watchers: int = 8):
         self.records: Records[common_pb2.Job] = Records(store, bucket, "jobs", "job", common_pb2.Job)
+        # each watch holds a server thread for as long as it lasts: past this many, watchers are turned
+        # away with a retry hint, so short calls always find a thread
+        self._watch_slots = threading.BoundedSemaphore(max_watchers)
         self._requests = requests
         self._store, self._bucket = store, bucket
         self._running: dict[str, _Running] = {}
@@ -190,6 +194,15 @@ class JobManager:
 
     def watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool]) -> Iterator[common_pb2.JobEvent]:
         """Events after after_sequence in order, ending with the terminal one."""
+        if not self._watch_slots.acquire(blocking=False):
+            raise ResourceExhausted("too many job watches open at once; retry shortly or poll GetJob",
+                                    retry_after_s=WATCH_RETRY_S)
+        try:
+            yield from self._watch(job_id, after_sequence, is_active)
+        finally:
+            self._watch_slots.release()
+
+    def _watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool]) -> Iterator[common_pb2.JobEvent]:
         with self._lock:
             running = self._running.get(job_id)
         if running is None:

@@ -35,7 +35,7 @@ class Gateway:
     def __init__(self, settings: Settings, store: ObjectStore):
         store.ensure_bucket(settings.bucket)
         requests = RequestIndex(store, settings.bucket)
-        self.jobs = JobManager(store, settings.bucket, requests)
+        self.jobs = JobManager(store, settings.bucket, requests, max_watchers=max(1, settings.max_workers // 2))
         self.catalog = Catalog(store, settings.bucket, self.jobs, requests)
         self.uploads = Uploads(store, settings.bucket, self.jobs, requests, settings.max_upload_bytes)
         workers = Workers(settings)

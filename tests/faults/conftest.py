@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +20,6 @@ from workbench.v1 import common_pb2
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 FRAMES = sorted((DATA / "vtest").glob("*.jpg"))[::5]  # 16 frames
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @dataclass
@@ -65,29 +54,14 @@ class Faults:
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
-    home = tmp_path_factory.mktemp("stack")
-    ports = free_ports(1 + len(SERVICE_NAMES))
-    env = {"WORKBENCH_HOME": str(home), "WORKBENCH_S3_PORT": str(ports[0]),
-           **{f"WORKBENCH_{name.upper()}_PORT": str(port) for name, port in zip(SERVICE_NAMES, ports[1:])}}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        stack = LocalStack(home)
-        stack.up()
-        client = WorkbenchClient(f"127.0.0.1:{ports[1]}", timeout=60)
-        try:
-            yield Faults(stack, client)
-        finally:
-            client.close()
-            for name in SERVICE_NAMES:
-                if stack.pid(name):
-                    try:
-                        os.kill(stack.pid(name), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            server = SeaweedServer.attach(stack.s3_dir)
-            if server is not None:
-                server.stop(timeout=0)
+    stack = LocalStack(tmp_path_factory.mktemp("stack"), free_ports=True)
+    stack.up()
+    client = WorkbenchClient(stack.address(), timeout=60)
+    try:
+        yield Faults(stack, client)
+    finally:
+        client.close()
+        stack.kill()
 
 
 @pytest.fixture(scope="module")

@@ -46,22 +46,24 @@ def _retry_service_config(attempts: int) -> str:
 class WorkbenchError(Exception):
     """A call failed: the gRPC status code name, the server's message, and the request field at fault."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, field: str = ""):
+    def __init__(self, code: grpc.StatusCode, message: str, field: str = "", retry_after_s: float | None = None):
         super().__init__(f"{code.name}: {message}" + (f" (field: {field})" if field else ""))
-        self.code, self.message, self.field = code, message, field
+        self.code, self.message, self.field, self.retry_after_s = code, message, field, retry_after_s
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> "WorkbenchError":
-        field = ""
+        field, retry_after_s = "", None
         status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
         if status is not None:
             from google.rpc import error_details_pb2
 
             for detail in status.details:
-                bad_request = error_details_pb2.BadRequest()
+                bad_request, retry = error_details_pb2.BadRequest(), error_details_pb2.RetryInfo()
                 if detail.Unpack(bad_request) and bad_request.field_violations:
                     field = bad_request.field_violations[0].field
-        return cls(error.code(), error.details() or "", field)
+                elif detail.Unpack(retry):
+                    retry_after_s = retry.retry_delay.ToTimedelta().total_seconds()
+        return cls(error.code(), error.details() or "", field, retry_after_s)
 
 
 class JobFailedError(WorkbenchError):
@@ -349,8 +351,13 @@ class WorkbenchClient:
                 return
             except grpc.RpcError as error:
                 reconnects += 1
-                if error.code() != grpc.StatusCode.UNAVAILABLE or reconnects > WATCH_RECONNECTS:
-                    raise WorkbenchError.from_rpc_error(error) from None
+                failure = WorkbenchError.from_rpc_error(error)
+                if failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED and failure.retry_after_s is not None:
+                    # the gateway sheds watchers on purpose: come back when it says, however often
+                    time.sleep(failure.retry_after_s)
+                    continue
+                if failure.code != grpc.StatusCode.UNAVAILABLE or reconnects > WATCH_RECONNECTS:
+                    raise failure from None
                 time.sleep(min(0.2 * 2**reconnects, 5.0))
 
     def wait_job(
