@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ FRAMES = sorted((DATA / "vtest").glob("*.jpg"))[::5]  # 16 frames
 class Faults:
     stack: LocalStack
     client: WorkbenchClient
+    published: dict[str, int] = field(default_factory=dict)  # every object ever seen published
 
     @property
     def store(self) -> ObjectStore:
@@ -49,7 +51,14 @@ class Faults:
 
     def objects(self) -> dict[str, int]:
         """Every published object in the bucket (staging under _tmp/ excluded), by key, with its size."""
-        return {o.key: o.size for o in self.store.iter_objects("workbench", "")}
+        found = {o.key: o.size for o in self.store.iter_objects("workbench", "")}
+        self.published.update(found)
+        return found
+
+    def lost(self) -> list[str]:
+        """Objects seen published at some point that are gone now (no test here deletes anything)."""
+        present = self.objects()
+        return sorted(key for key in self.published if key not in present)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +66,13 @@ def faults(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("stack"), free_ports=True)
     stack.up()
     client = WorkbenchClient(stack.address(), timeout=60)
+    faults = Faults(stack, client)
     try:
-        yield Faults(stack, client)
+        yield faults
+        report = os.environ.get("WORKBENCH_RELIABILITY_OUT")
+        if report:  # bench/reliability.py collects this
+            Path(report, "objects.json").write_text(json.dumps(
+                {"objects_checked": len(faults.published), "objects_lost": faults.lost()}))
     finally:
         client.close()
         stack.kill()

@@ -173,3 +173,7 @@ def test_a_worker_call_past_its_deadline_stops_the_work(faults, parent):
     with pytest.raises(grpc.RpcError) as err:
         client.stub.GetProject(gateway_pb2.GetProjectRequest(project_id=parent.id), timeout=1e-4)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and client.health() == "SERVING"
+
+
+def test_no_object_published_during_the_faults_was_lost(faults):
+    assert faults.lost() == [] and faults.published

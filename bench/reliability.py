@@ -1,0 +1,75 @@
+"""The reliability report: faults injected and survived, load, hostile input, security checks, objects lost.
+
+Runs the fault, security and hostile-input suites (real processes and real storage, see tests/faults,
+tests/security, tests/hostile) and bench/load.py, and sums them up. Every figure comes from those runs:
+a fault counts as survived when its test passed (the job failed naming the service, nothing was lost,
+and the retry worked); objects lost is what the fault suite saw published and then found missing.
+
+    .venv/bin/python bench/reliability.py [--clients 50] [--requests 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import REPO, emit  # noqa: E402
+
+SUITES = {"faults": "tests/faults", "security": "tests/security", "hostile_inputs": "tests/hostile"}
+
+
+def run_suite(path: str, out: Path) -> dict:
+    junit = out / f"{Path(path).name}.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path, f"--junitxml={junit}"],
+                   cwd=REPO, env={**os.environ, "WORKBENCH_RELIABILITY_OUT": str(out)}, check=False)
+    cases = ET.parse(junit).getroot().iter("testcase")
+    outcome = {"tried": 0, "handled": 0, "failed": []}
+    for case in cases:
+        outcome["tried"] += 1
+        if case.find("failure") is None and case.find("error") is None and case.find("skipped") is None:
+            outcome["handled"] += 1
+        else:
+            outcome["failed"].append(case.get("name"))
+    return outcome
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=40)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
+        out = Path(tmp)
+        figures = {name: run_suite(path, out) for name, path in SUITES.items()}
+        objects = json.loads((out / "objects.json").read_text()) if (out / "objects.json").exists() else None
+    load = subprocess.run([sys.executable, "bench/load.py", "--clients", str(args.clients),
+                           "--requests", str(args.requests)], cwd=REPO, capture_output=True, text=True)
+    load_figures = json.loads(load.stdout.strip().splitlines()[-1]) if load.returncode == 0 else {
+        "error": load.stderr[-2000:]}
+    emit({
+        "faults_injected": figures["faults"]["tried"],
+        "faults_survived": figures["faults"]["handled"],
+        "hostile_inputs_tried": figures["hostile_inputs"]["tried"],
+        "hostile_inputs_handled": figures["hostile_inputs"]["handled"],
+        "security_checks": figures["security"]["tried"],
+        "security_checks_passed": figures["security"]["handled"],
+        "failed": {name: f["failed"] for name, f in figures.items() if f["failed"]},
+        "objects_checked": objects["objects_checked"] if objects else None,
+        "objects_lost": len(objects["objects_lost"]) if objects else None,
+        "load": {key: load_figures.get(key) for key in ("clients", "requests", "requests_per_s", "latency_ms",
+                                                         "by_code", "unexpected_errors", "concurrent_benchmark")}
+        if "error" not in load_figures else load_figures,
+        "targets": {"objects_lost": 0, "load.unexpected_errors": "none", "failed": "none"},
+    })
+
+
+if __name__ == "__main__":
+    main()
