@@ -208,7 +208,7 @@ def _gather(sources: list[Path], file_names: list[str], workdir: Path, limits: D
             raise InvalidArgument("workdir/files must be empty", field="workdir")
         archive_limits = ArchiveLimits(max_members=limits.max_files, max_total_bytes=limits.max_total_bytes,
                                        max_ratio=limits.max_ratio, allow_nested_archives=False)
-        for path in extract(sources[0], dest, archive_limits, field=FIELD):
+        for path in extract(sources[0], dest, archive_limits, field=FIELD, name=_loose_name(file_names[0], 0)):
             files[path.relative_to(dest).as_posix()] = path
     else:
         if len(sources) > limits.max_files:

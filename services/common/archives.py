@@ -35,8 +35,12 @@ def is_archive(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def extract(archive: Path, dest: Path, limits: ArchiveLimits = ArchiveLimits(), field: str = "archive") -> list[Path]:
-    """Extract archive into dest (created, must be empty); returns the regular files written."""
+def extract(archive: Path, dest: Path, limits: ArchiveLimits = ArchiveLimits(), field: str = "archive",
+            name: str | None = None) -> list[Path]:
+    """Extract archive into dest (created, must be empty); returns the regular files written.
+
+    name: the archive's name for messages (the user's, where the local file was renamed)."""
+    name = name or archive.name
     dest.mkdir(parents=True, exist_ok=True)
     try:
         if zipfile.is_zipfile(archive):
@@ -48,8 +52,8 @@ def extract(archive: Path, dest: Path, limits: ArchiveLimits = ArchiveLimits(), 
         raise
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
         _empty(dest)
-        raise InvalidArgument(f"{archive.name} is a damaged archive: {exc}", field=field) from None
-    raise InvalidArgument(f"{archive.name} is not a zip or tar archive", field=field)
+        raise InvalidArgument(f"{name} is a damaged archive: {exc}", field=field) from None
+    raise InvalidArgument(f"{name} is not a zip or tar archive", field=field)
 
 
 def _empty(dest: Path) -> None:

@@ -38,6 +38,10 @@ STATUS_CODES: dict[type[errors.WorkbenchError], grpc.StatusCode] = {
     errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
 }
 
+# Messages echo user input (a cfg line, an archive member's name): they travel in trailers, which
+# a peer refuses above 16 KiB (8 KiB soft), percent-encoded and once more in the details; keep them short.
+MAX_MESSAGE_BYTES = 1024
+
 # these stay reachable without a token so load balancers, probes and grpcurl work
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -49,12 +53,23 @@ def status_code_for(error: errors.WorkbenchError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN  # a bare WorkbenchError: message is safe, the kind is not known
 
 
+def clip_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """message, or when its UTF-8 is over limit bytes its start and its end (where the verdict often is)."""
+    data = message.encode()
+    if len(data) <= limit:
+        return message
+    keep = (limit - 48) // 2
+    head, tail = data[:keep].decode(errors="ignore"), data[-keep:].decode(errors="ignore")
+    return f"{head} ...({len(message) - len(head) - len(tail)} characters cut)... {tail}"
+
+
 def to_grpc_status(error: errors.WorkbenchError) -> grpc.Status:
     """The status (code, message, google.rpc details in trailers) a domain error becomes."""
     code = status_code_for(error)
+    message = clip_message(error.message)
     details: list[Any] = []
     if isinstance(error, errors.InvalidArgument) and error.field:
-        violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+        violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=message)
         details.append(error_details_pb2.BadRequest(field_violations=[violation]))
     if error.reason:
         details.append(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
@@ -67,7 +82,7 @@ def to_grpc_status(error: errors.WorkbenchError) -> grpc.Status:
         item = any_pb2.Any()
         item.Pack(detail)
         packed.append(item)
-    proto = status_pb2.Status(code=code.value[0], message=error.message, details=packed)
+    proto = status_pb2.Status(code=code.value[0], message=message, details=packed)
     return rpc_status.to_status(proto)
 
 

@@ -91,6 +91,8 @@ def load(framework: str, files: ModelFiles, workdir: Path) -> tuple[ov.Model, st
     found = detect_framework(source)
     if framework and found != framework:
         raise InvalidArgument(f"the file is a {found} model, not {framework} as declared", field="framework")
+    if found == OPENVINO and source.is_file():
+        _refuse_dtd(source)
     try:
         # The frontend API, not ov.convert_model: that one forks telemetry processes, unsafe beside gRPC.
         frontend = ov.frontend.FrontEndManager().load_by_model(str(source))
@@ -116,10 +118,24 @@ def _load_darknet(files: ModelFiles) -> ov.Model:
 def _load_ir(files: ModelFiles) -> ov.Model:
     if not (files.ir_xml and files.ir_bin):
         raise InvalidArgument("an OpenVINO IR needs its .xml and .bin files", field="files")
+    _refuse_dtd(files.ir_xml)
     try:
         return ov.Core().read_model(str(files.ir_xml), str(files.ir_bin))
     except Exception as exc:
         raise InvalidArgument(f"not a valid OpenVINO IR: {_first_line(exc)}", field="files") from None
+
+
+def _refuse_dtd(xml: Path) -> None:
+    """An IR never has a DTD (OpenVINO writes none); one declaring entities is an expansion or
+    external-entity attack, refused before any parser sees it, as dataset XML is."""
+    tail = b""
+    with xml.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            window = tail + chunk
+            if b"<!DOCTYPE" in window or b"<!ENTITY" in window:
+                raise InvalidArgument("the IR's .xml declares a DTD or entities, which an OpenVINO IR never has: "
+                                      "refused as a possible entity expansion attack", field="files")
+            tail = chunk[-16:]
 
 
 def _single_source(files: ModelFiles, workdir: Path) -> Path:

@@ -39,6 +39,10 @@ INPUT_NAME = "image"
 # fuse_conv_batchnorm, as normalize_cpu does; OpenCV's importer uses 1e-6 instead.
 BN_EPSILON = 1e-5
 LEAKY_SLOPE = 0.1
+# Sanity limits of a cfg: an absurd size (width=1000000, an upsample by 100000) would build a model
+# that no device can run, and every later step would fail far from the cause.
+MAX_INPUT_SIDE = 16384
+MAX_TENSOR_VALUES = 2**31 - 1  # per layer output, C*H*W
 
 # Darknet activation names this frontend builds (silu is accepted as another name for swish).
 ACTIVATIONS = ("linear", "leaky", "relu", "relu6", "logistic", "tanh", "mish", "swish", "silu", "hard_mish", "elu")
@@ -296,15 +300,26 @@ def parse_cfg(text: str, *, width: int | None = None, height: int | None = None)
     c = net.integer("channels", 3, minimum=1)
     if w < 1 or h < 1:
         raise InvalidArgument(f"the input size must be positive, got {w}x{h}", field="cfg", reason="DARKNET_CFG_VALUE")
+    if w > MAX_INPUT_SIDE or h > MAX_INPUT_SIDE:
+        raise InvalidArgument(f"{net.where()}: width={w} height={h}: the input may be at most {MAX_INPUT_SIDE} "
+                              "pixels a side", field="cfg", reason="DARKNET_CFG_VALUE")
+    _check_values(net, (c, h, w), "input")
     layers: list[Layer] = []
     heads: list[Head] = []
     for section in sections[1:]:
         prev = layers[-1].shape if layers else (c, h, w)
         op, shape = _resolve(section, prev, layers)
+        _check_values(section, shape, "output")
         if isinstance(op, Head):
             heads.append(op)
         layers.append(Layer(section, op, shape))
     return DarknetNetwork(w, h, c, tuple(layers), tuple(heads))
+
+
+def _check_values(section: Section, shape: Shape, what: str) -> None:
+    if math.prod(shape) > MAX_TENSOR_VALUES:
+        raise InvalidArgument(f"{section.where()}: its {what} {_fmt(shape)} holds {math.prod(shape)} values, more than "
+                              f"the {MAX_TENSOR_VALUES} a layer may have", field="cfg", reason="DARKNET_CFG_SHAPE")
 
 
 def load_cfg(cfg: CfgSource, *, width: int | None = None, height: int | None = None) -> DarknetNetwork:
