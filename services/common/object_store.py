@@ -74,8 +74,8 @@ _AUTH_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessD
                          "ExpiredToken", "AuthorizationHeaderMalformed", "InvalidSecurity"})
 _TRANSIENT_CODES = frozenset({"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
                               "RequestTimeTooSkewed", "XMinioServerNotInitialized"})
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 # ---- errors --------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ class Settings:
     # object store (any S3 API: SeaweedFS locally, MinIO on Kubernetes)
     s3_endpoint: str = "127.0.0.1:8333"
     s3_access_key: str = "workbench"
-    s3_secret_key: str = "workbench-secret"
+    s3_secret_key: str = field(default="workbench-secret", repr=False)  # like the tokens: never in a repr
     s3_secure: bool = False
     s3_region: str = "us-east-1"
     bucket: str = "workbench"

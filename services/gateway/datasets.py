@@ -54,11 +54,12 @@ class Datasets:
         self.catalog.datasets.delete(dataset_id)
         self.store.delete_prefix(dataset.artifact.bucket, dataset.artifact.prefix)
 
-    def preview(self, dataset_id: str, max_images: int) -> gateway_pb2.PreviewDatasetResponse:
+    def preview(self, dataset_id: str, max_images: int, remaining_s: float | None = None
+                ) -> gateway_pb2.PreviewDatasetResponse:
         if max_images < 0:
             raise InvalidArgument("max_images must not be negative", field="max_images")
         dataset = self.catalog.datasets.get(dataset_id, "dataset_id")
         request = accuracy_pb2.RenderDatasetPreviewRequest(dataset=dataset.artifact, max_images=max_images)
-        png = call("accuracy", self.workers.accuracy.RenderDatasetPreview, request).png
+        png = call("accuracy", self.workers.accuracy.RenderDatasetPreview, request, remaining_s).png
         url = self.store.presigned_get(png.bucket, png.key, DOWNLOAD_EXPIRY)
         return gateway_pb2.PreviewDatasetResponse(png=png, download_url=url)

@@ -22,8 +22,9 @@ M = TypeVar("M", bound=Message)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-_ID = re.compile(r"^[a-z]{2,4}-[0-9a-f]{19}$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "prj-...\n" through to a key
+_ID = re.compile(r"^[a-z]{2,4}-[0-9a-f]{19}\Z")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 
 def new_id(prefix: str) -> str:

@@ -76,7 +76,8 @@ class Reports:
             validate_id(project_id, "project_id", "prj")
         return self.records.list(page_size, page_token, lambda r: not project_id or r.project_id == project_id)
 
-    def rows(self, request: gateway_pb2.ListReportRowsRequest) -> gateway_pb2.ListReportRowsResponse:
+    def rows(self, request: gateway_pb2.ListReportRowsRequest, remaining_s: float | None = None
+             ) -> gateway_pb2.ListReportRowsResponse:
         report = self.records.get(request.report_id, "report_id")
         if not report.result.HasField("comparison_rows"):
             raise FailedPrecondition(f"report {report.id} compares with no parent: it has no rows",
@@ -84,11 +85,12 @@ class Reports:
         response = call("accuracy", self.workers.accuracy.ListComparisonRows, accuracy_pb2.ListComparisonRowsRequest(
             comparison_rows=report.result.comparison_rows, mode=request.mode, order_by=request.order_by,
             only_differences=request.only_differences, class_name=request.class_name,
-            page_size=request.page_size, page_token=request.page_token))
+            page_size=request.page_size, page_token=request.page_token), remaining_s)
         return gateway_pb2.ListReportRowsResponse(rows=response.rows, next_page_token=response.next_page_token,
                                                   total_size=response.total_size)
 
-    def picture(self, request: gateway_pb2.RenderReportImageRequest) -> gateway_pb2.RenderReportImageResponse:
+    def picture(self, request: gateway_pb2.RenderReportImageRequest, remaining_s: float | None = None
+                ) -> gateway_pb2.RenderReportImageResponse:
         report = self.records.get(request.report_id, "report_id")
         project = self.catalog.projects.get(report.project_id, "report.project_id")
         _, dataset = self._inputs(project)
@@ -103,6 +105,6 @@ class Reports:
         render.second_predictions.CopyFrom(report.result.predictions)
         render.second_source = accuracy_pb2.BOX_SOURCE_OPTIMIZED if report.parent_id else \
             accuracy_pb2.BOX_SOURCE_UNSPECIFIED
-        png = call("accuracy", self.workers.accuracy.RenderImage, render).png
+        png = call("accuracy", self.workers.accuracy.RenderImage, render, remaining_s).png
         return gateway_pb2.RenderReportImageResponse(
             png=png, download_url=self.store.presigned_get(png.bucket, png.key, DOWNLOAD_EXPIRY))

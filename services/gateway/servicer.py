@@ -19,7 +19,7 @@ from services.gateway.models import ModelImports
 from services.gateway.optimize import Optimizations
 from services.gateway.packages import Packages
 from services.gateway.projects import Catalog
-from services.gateway.records import RequestIndex
+from services.gateway.records import RequestIndex, validate_id
 from services.gateway.reports import Reports
 from services.gateway.uploads import Uploads
 from services.gateway.workers import Workers
@@ -96,7 +96,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.DeleteDatasetResponse()
 
     def PreviewDataset(self, request, context):
-        return self.gw.datasets.preview(request.dataset_id, request.max_images)
+        return self.gw.datasets.preview(request.dataset_id, request.max_images, context.time_remaining())
 
     def GetDataset(self, request, context):
         return gateway_pb2.GetDatasetResponse(dataset=self.gw.catalog.datasets.get(request.dataset_id, "dataset_id"))
@@ -148,10 +148,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.ListReportsResponse(reports=reports, next_page_token=token)
 
     def ListReportRows(self, request, context):
-        return self.gw.reports.rows(request)
+        return self.gw.reports.rows(request, context.time_remaining())
 
     def RenderReportImage(self, request, context):
-        return self.gw.reports.picture(request)
+        return self.gw.reports.picture(request, context.time_remaining())
 
     # -- deployment packages ---------------------------------------------------------------
 
@@ -168,6 +168,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def ListJobs(self, request, context):
         project_id, state = request.project_id, request.state
+        if project_id:  # a filter, but still an id: refuse what is not one, like every other project_id
+            validate_id(project_id, "project_id", "prj")
 
         def keep(job: common_pb2.Job) -> bool:
             return (not project_id or job.project_id == project_id) and (not state or job.state == state)

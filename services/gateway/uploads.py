@@ -17,7 +17,7 @@ from services.gateway.records import Records, RequestIndex, validate_request_id
 from workbench.v1 import common_pb2, gateway_pb2
 
 PRESIGN_EXPIRY = timedelta(hours=1)
-_FILE_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}$")
+_FILE_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}\Z")  # \Z: "$" would let a trailing newline through
 HASH_CHUNK = 8 * 1024 * 1024
 
 

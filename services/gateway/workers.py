@@ -57,8 +57,13 @@ _PASSED_ON = {
 }
 
 
-def call(service: str, method, request, timeout: float = 120.0):
-    """A unary worker call from a gateway handler; the worker's status reaches the client, naming the service."""
+WORKER_CALL_S = 120.0
+
+
+def call(service: str, method, request, caller_remaining_s: float | None = None):
+    """A unary worker call from a gateway handler, within the caller's deadline (time_remaining() of its
+    context) and at most WORKER_CALL_S; the worker's status reaches the client, naming the service."""
+    timeout = WORKER_CALL_S if caller_remaining_s is None else max(0.0, min(WORKER_CALL_S, caller_remaining_s))
     try:
         return method(request, timeout=timeout)
     except grpc.RpcError as error:

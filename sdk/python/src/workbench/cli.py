@@ -446,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None, help="gateway address (env WORKBENCH_ADDRESS, default 127.0.0.1:50051)")
     parser.add_argument("--token", default=None, help="bearer token (env WORKBENCH_TOKEN)")
     parser.add_argument("--tls-ca", default=None, help="CA certificate to trust for a TLS gateway")
+    parser.add_argument("--tls-cert", default=None, help="client certificate, for a gateway that requires mutual TLS")
+    parser.add_argument("--tls-key", default=None, help="the client certificate's private key")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -582,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("up", "down", "status", "demo"):
             return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command](args, out)
-        with WorkbenchClient(args.address, token=args.token, tls_ca=args.tls_ca) as client:
+        with WorkbenchClient(args.address, token=args.token, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
+                             tls_key=args.tls_key) as client:
             handler = {"project": cmd_project, "model": cmd_model, "dataset": cmd_dataset, "upload": cmd_upload,
                        "job": cmd_job, "benchmark": cmd_benchmark, "sweep": cmd_sweep, "compare": cmd_compare,
                        "optimize": cmd_optimize, "report": cmd_report, "package": cmd_package,

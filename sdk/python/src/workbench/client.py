@@ -83,9 +83,13 @@ class WorkbenchClient:
         *,
         token: str | None = None,
         tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         timeout: float = 60.0,
         retry_attempts: int = 5,
     ):
+        """tls_ca: trust this CA and speak TLS; tls_cert and tls_key: present this client certificate too
+        (a gateway that requires mutual TLS)."""
         self.address = address or os.environ.get("WORKBENCH_ADDRESS", DEFAULT_ADDRESS)
         self.timeout = timeout
         token = token if token is not None else os.environ.get("WORKBENCH_TOKEN", "")
@@ -97,7 +101,10 @@ class WorkbenchClient:
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ]
         if tls_ca:
-            credentials = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes())
+            credentials = grpc.ssl_channel_credentials(
+                Path(tls_ca).read_bytes(),
+                Path(tls_key).read_bytes() if tls_key else None,
+                Path(tls_cert).read_bytes() if tls_cert else None)
             self._channel = grpc.secure_channel(self.address, credentials, options)
         else:
             self._channel = grpc.insecure_channel(self.address, options)
