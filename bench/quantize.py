@@ -10,6 +10,7 @@ the automatic choice's candidates and its pick's throughput over f32 inference o
 figure on CPUs that would otherwise run it in bf16), and the quantizer process's peak memory.
 
     .venv/bin/python bench/quantize.py [--models yolov4-tiny,yolov4] [--seconds 5] [--rounds 3]
+                                       [--accuracy-aware 0.03]
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main() -> None:
     parser.add_argument("--models", default="yolov4-tiny,yolov4")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--accuracy-aware", type=float, default=0.0, metavar="MAX_DROP",
+                        help="also run AccuracyAware with this absolute maximum drop")
     args = parser.parse_args()
     figures: dict = {"frames": len(FRAMES), "models": {}}
     with tempfile.TemporaryDirectory(prefix="bench-quantize-") as tmp, seaweed() as (_, settings):
@@ -99,6 +102,16 @@ def measure(name, work: Path, store, bucket, stub, dataset, args) -> dict:
 
     # the automatic choice: every candidate it measured, and its pick against true f32 inference
     auto, _ = quantize(stub, artifact, dataset, bucket, quantizer_pb2.QUANTIZATION_PRESET_UNSPECIFIED)
+    aware = {}
+    if args.accuracy_aware:
+        start = time.perf_counter()
+        result, _ = quantize(stub, artifact, dataset, bucket, quantizer_pb2.QUANTIZATION_PRESET_UNSPECIFIED,
+                             method=quantizer_pb2.QUANTIZATION_METHOD_ACCURACY_AWARE, max_drop=args.accuracy_aware)
+        aware = {"accuracy_aware": {
+            "max_drop": args.accuracy_aware, "seconds": round(time.perf_counter() - start, 1),
+            "metric_before": round(result.metric_before, 4), "metric_after": round(result.metric_after, 4),
+            "drop": round(result.metric_before - result.metric_after, 4), "fps": round(result.candidates[-1].throughput_fps, 1),
+            "fp_layers": len(result.fp_layers), "warnings": list(result.warnings)}}
     auto_xml = download_ir(store, StoredIR(ref_from_pb(auto.model.xml, "xml"), ref_from_pb(auto.model.bin, "bin")),
                            work / name / "auto-int8")
 
@@ -128,13 +141,14 @@ def measure(name, work: Path, store, bucket, stub, dataset, args) -> dict:
         "auto_int8_fps": round(median(auto_fps), 1),
         "auto_int8_over_f32": round(median([a / f for a, f in zip(auto_fps, f32_fps)]), 2),
         "auto_int8_over_default_precision": round(median([a / f for a, f in zip(auto_fps, fp32_fps)]), 2),
+        **aware,
     }
 
 
-def quantize(stub, artifact, dataset, bucket, preset) -> tuple[quantizer_pb2.QuantizationResult, list]:
+def quantize(stub, artifact, dataset, bucket, preset, **config) -> tuple[quantizer_pb2.QuantizationResult, list]:
     """One Quantize call: its result and its progress stages with their times."""
     request = quantizer_pb2.QuantizeRequest(model=artifact, dataset=dataset, output_bucket=bucket,
-                                            config=quantizer_pb2.QuantizationConfig(preset=preset))
+                                            config=quantizer_pb2.QuantizationConfig(preset=preset, **config))
     events = []
     for response in stub.Quantize(request, timeout=3600):
         if response.HasField("progress"):
