@@ -53,6 +53,7 @@ class _Running:
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     on_cancel: list[Callable[[], None]] = field(default_factory=list)
     last_persist: float = 0.0
+    end_saved: bool = False
 
 
 class JobContext:
@@ -112,7 +113,8 @@ class JobManager:
                 job.error = "interrupted: the gateway stopped while the job was running; retry it"
                 job.failed_service = "gateway"
                 self._finish(running, common_pb2.JOB_STATE_FAILED)
-                self._persist(running)
+                if not running.end_saved:
+                    self._persist(running)
                 count += 1
         return count
 
@@ -214,7 +216,7 @@ class JobManager:
             with running.changed:
                 pending = [e for e in running.events if e.sequence > sent]
                 if not pending:
-                    if running.job.state in TERMINAL:
+                    if running.events and running.events[-1].state in TERMINAL:  # all sent, the end included
                         return
                     running.changed.wait(timeout=0.5)  # wake up now and then to notice a gone client
                     if not is_active():
@@ -235,6 +237,9 @@ class JobManager:
             return job
 
     def _event(self, running: _Running, *, state: int | None = None, progress=None) -> None:
+        self._publish(running, self._next_event(running, state=state, progress=progress))
+
+    def _next_event(self, running: _Running, *, state: int | None = None, progress=None) -> common_pb2.JobEvent:
         with running.changed:
             job = running.job
             if state is not None:
@@ -246,12 +251,25 @@ class JobManager:
             event.progress.CopyFrom(job.progress)
             if job.state in TERMINAL:
                 event.job.CopyFrom(job)
+            return event
+
+    @staticmethod
+    def _publish(running: _Running, event: common_pb2.JobEvent) -> None:
+        with running.changed:
             running.events.append(event)
             running.changed.notify_all()
 
     def _finish(self, running: _Running, state: int) -> None:
         running.job.end_time.CopyFrom(now())
-        self._event(running, state=state)
+        event = self._next_event(running, state=state)
+        # stored before any watcher hears of it, so a client that saw the end finds it stored; with storage
+        # down, watchers hear it from memory and _save_final keeps trying
+        try:
+            self._persist(running, also=event)
+            running.end_saved = True
+        except WorkbenchError as exc:
+            log.warning("job %s: end not saved yet (%s)", running.job.id, exc.message)
+        self._publish(running, event)
 
     def _save_progress(self, running: _Running, force: bool = False) -> None:
         """Best effort: a storage outage must not end a job the workers are still doing."""
@@ -266,18 +284,21 @@ class JobManager:
     def _save_final(self, running: _Running) -> None:
         """A finished job is never lost: keep trying until storage takes it (the job answers from memory)."""
         wait, longest = FINAL_SAVE_BACKOFF_S
-        while True:
+        while not running.end_saved:
             try:
                 self._persist(running)
+                running.end_saved = True
                 return
             except WorkbenchError as exc:
                 log.warning("job %s: end not saved (%s); retrying in %.1fs", running.job.id, exc.message, wait)
             time.sleep(wait)
             wait = min(wait * 2, longest)
 
-    def _persist(self, running: _Running) -> None:
+    def _persist(self, running: _Running, also: common_pb2.JobEvent | None = None) -> None:
+        """Save the job's record and its events (with `also`, one not yet published)."""
         self.records.put(running.job)
-        events = [json_format.MessageToDict(e, preserving_proto_field_name=True) for e in running.events]
+        events = [json_format.MessageToDict(e, preserving_proto_field_name=True)
+                  for e in [*running.events, *([also] if also else [])]]
         self._store.put_json(self._bucket, self._events_key(running.job.id), {"events": events})
 
     def _load_events(self, job_id: str) -> list[common_pb2.JobEvent]:
