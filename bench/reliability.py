@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import REPO, emit  # noqa: E402
 
 SUITES = {"faults": "tests/faults", "security": "tests/security", "hostile_inputs": "tests/hostile"}
+LEDGER = "test_no_object_published_during_the_faults_was_lost"  # a check after the faults, not one of them
 
 
 def run_suite(path: str, out: Path) -> dict:
@@ -33,6 +34,8 @@ def run_suite(path: str, out: Path) -> dict:
     cases = ET.parse(junit).getroot().iter("testcase")
     outcome = {"tried": 0, "handled": 0, "failed": []}
     for case in cases:
+        if case.get("name") == LEDGER:
+            continue  # its verdict is objects_lost
         outcome["tried"] += 1
         if case.find("failure") is None and case.find("error") is None and case.find("skipped") is None:
             outcome["handled"] += 1
