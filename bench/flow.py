@@ -60,10 +60,7 @@ def through_services(duration: float) -> dict[str, float]:
         _, gateway = stack.enter_context(service_process("gateway", settings))
         client = WorkbenchClient(gateway, timeout=120)
         with steps.step("convert"):
-            model = client.wait_job(client.import_model("tiny", {
-                common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: files.cfg,
-                common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: files.weights,
-                common_pb2.MODEL_FILE_ROLE_LABELS: files.names}, framework=common_pb2.FRAMEWORK_DARKNET).id)
+            model = client.wait_job(client.import_darknet("tiny", files.cfg, files.weights, files.names).id)
         with steps.step("dataset"):
             dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id)
         project = client.create_project("tiny", model_id=model.output.model_id, dataset_id=dataset.output.dataset_id)

@@ -28,7 +28,7 @@ from services.common.settings import Settings
 from services.reference_models import yolov4_tiny
 from services.stack import LocalStack
 from workbench.client import WorkbenchClient
-from workbench.v1 import common_pb2, gateway_pb2
+from workbench.v1 import gateway_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,10 +121,7 @@ def local_stack() -> Iterator[tuple[LocalStack, WorkbenchClient]]:
 def import_tiny(client: WorkbenchClient, frames: list[Path]) -> gateway_pb2.Project:
     """The real yolov4-tiny and some frames through the gateway, as a project."""
     files = yolov4_tiny()
-    model = client.wait_job(client.import_model("yolov4-tiny", {
-        common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: files.cfg,
-        common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: files.weights,
-        common_pb2.MODEL_FILE_ROLE_LABELS: files.names,
-    }).id).output.model_id
+    job = client.import_darknet("yolov4-tiny", files.cfg, files.weights, files.names)
+    model = client.wait_job(job.id).output.model_id
     dataset = client.wait_job(client.import_dataset("frames", frames).id).output.dataset_id
     return client.create_project("yolov4-tiny", model_id=model, dataset_id=dataset)

@@ -72,21 +72,43 @@ class Workbench:
     servers: dict[str, ServiceServer]
 
 
+WORKERS = ("converter", "quantizer", "benchmark", "accuracy")
+
+
+def start_services(settings: Settings, worker_settings: dict[str, Settings] | None = None,
+                   gateway_overrides: dict | None = None) -> tuple[Settings, dict[str, ServiceServer]]:
+    """The four workers (each with worker_settings[name] when given) and a gateway dialing them (its settings
+    with gateway_overrides), in-process on the ports settings.listen asks for; returns the gateway's settings
+    and the servers. When one fails to start, those already started are stopped."""
+    servers: dict[str, ServiceServer] = {}
+    try:
+        for name in WORKERS:
+            own = (worker_settings or {}).get(name, settings)
+            module = importlib.import_module(f"services.{name}.__main__")
+            register = module.registrar(own) if hasattr(module, "registrar") else module.register
+            servers[name] = ServiceServer(name, own, register)
+            servers[name].start()
+            settings = dataclasses.replace(settings, **{f"{name}_addr": servers[name].address})
+        settings = dataclasses.replace(settings, **(gateway_overrides or {}))
+        servers["gateway"] = ServiceServer("gateway", settings, gateway_registrar(settings))
+        servers["gateway"].start()
+    except BaseException:
+        stop_services(servers)
+        raise
+    return settings, servers
+
+
+def stop_services(servers: dict[str, ServiceServer]) -> None:
+    for server in servers.values():
+        server.shutdown(grace=0)
+
+
 @pytest.fixture
 def workbench(s3_settings):
     """The four worker services and a gateway dialing them, sharing an internal token, on this test's bucket."""
-    settings = dataclasses.replace(s3_settings, listen="127.0.0.1:0", grace_seconds=1.0, internal_token="internal")
-    servers = {}
-    for name in ("converter", "quantizer", "benchmark", "accuracy"):
-        module = importlib.import_module(f"services.{name}.__main__")
-        register = module.registrar(settings) if hasattr(module, "registrar") else module.register
-        servers[name] = ServiceServer(name, settings, register)
-        servers[name].start()
-        settings = dataclasses.replace(settings, **{f"{name}_addr": servers[name].address})
-    servers["gateway"] = ServiceServer("gateway", settings, gateway_registrar(settings))
-    servers["gateway"].start()
+    settings, servers = start_services(dataclasses.replace(s3_settings, listen="127.0.0.1:0", grace_seconds=1.0,
+                                                           internal_token="internal"))
     client = WorkbenchClient(servers["gateway"].address, timeout=60)
     yield Workbench(client, settings, servers)
     client.close()
-    for server in servers.values():
-        server.shutdown(grace=0)
+    stop_services(servers)

@@ -17,7 +17,6 @@ from services.common.settings import SERVICE_NAMES
 from services.reference_models import yolov4_tiny
 from services.stack import LocalStack
 from workbench.client import WorkbenchClient
-from workbench.v1 import common_pb2
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 FRAMES = sorted((DATA / "vtest").glob("*.jpg"))[::5]  # 16 frames
@@ -82,10 +81,7 @@ def faults(tmp_path_factory):
 def parent(faults):
     """yolov4-tiny on 16 pedestrian frames, imported through the stack."""
     client, files = faults.client, yolov4_tiny()
-    model = client.wait_job(client.import_model("yolov4-tiny", {
-        common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: files.cfg,
-        common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: files.weights,
-        common_pb2.MODEL_FILE_ROLE_LABELS: files.names,
-    }).id).output.model_id
+    job = client.import_darknet("yolov4-tiny", files.cfg, files.weights, files.names)
+    model = client.wait_job(job.id).output.model_id
     dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id).output.dataset_id
     return client.create_project("tiny on pedestrians", model_id=model, dataset_id=dataset)

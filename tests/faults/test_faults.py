@@ -22,10 +22,7 @@ def start_job(faults, parent, service: str) -> common_pb2.Job:
     client = faults.client
     if service == "converter":
         files = yolov4_tiny()
-        return client.import_model("tiny again", {
-            common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: files.cfg,
-            common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: files.weights,
-            common_pb2.MODEL_FILE_ROLE_LABELS: files.names})
+        return client.import_darknet("tiny again", files.cfg, files.weights, files.names)
     if service == "quantizer":
         return client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
             preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE))

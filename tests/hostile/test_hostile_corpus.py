@@ -11,7 +11,6 @@ and every service still answers SERVING on grpc.health.v1.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 import re
@@ -31,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.server import ServiceServer
 from services.common.settings import Settings
-from services.gateway.servicer import registrar as gateway_registrar
+from tests.conftest import start_services, stop_services
 from tests.hostile.corpus import (
     CORPUS, DATASET, FAILED, IMAGES, IMPORTED, MARKER_NAME, MODEL, MODEL_FILE, REFUSED, UPLOAD, Hostile, Payload,
     pickle_bytes, tiny_onnx_bytes, write_npy_payload,
@@ -40,7 +39,6 @@ from workbench.client import TERMINAL_STATES, WorkbenchClient, WorkbenchError
 from workbench.v1 import common_pb2, gateway_pb2
 
 JOB_DEADLINE_S = 90.0  # far above what any entry takes; a job still running then has hung
-SERVICES = ("converter", "quantizer", "benchmark", "accuracy", "gateway")
 
 
 @dataclasses.dataclass
@@ -63,21 +61,13 @@ def stack(seaweed, seaweed_store):
     servers: dict[str, ServiceServer] = {}
     client = None
     try:
-        for name in SERVICES[:-1]:
-            module = importlib.import_module(f"services.{name}.__main__")
-            register = module.registrar(settings) if hasattr(module, "registrar") else module.register
-            servers[name] = ServiceServer(name, settings, register)
-            servers[name].start()
-            settings = dataclasses.replace(settings, **{f"{name}_addr": servers[name].address})
-        servers["gateway"] = ServiceServer("gateway", settings, gateway_registrar(settings))
-        servers["gateway"].start()
+        settings, servers = start_services(settings)
         client = WorkbenchClient(servers["gateway"].address, timeout=60)
         yield Stack(client, settings, servers, seaweed_store, bucket)
     finally:
         if client is not None:
             client.close()
-        for server in servers.values():
-            server.shutdown(grace=0)
+        stop_services(servers)
         seaweed_store.delete_bucket(bucket)
 
 

@@ -19,11 +19,8 @@ PHOTOS = sorted((DATA / "images").glob("*.jpg"))
 @pytest.fixture
 def parent(workbench):
     client, files = workbench.client, yolov4_tiny()
-    model = client.wait_job(client.import_model("yolov4-tiny", {
-        common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: files.cfg,
-        common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: files.weights,
-        common_pb2.MODEL_FILE_ROLE_LABELS: files.names,
-    }).id).output.model_id
+    job = client.import_darknet("yolov4-tiny", files.cfg, files.weights, files.names)
+    model = client.wait_job(job.id).output.model_id
     dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id).output.dataset_id
     return client.create_project("tiny on pedestrians", model_id=model, dataset_id=dataset)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib
 import ipaddress
 import secrets
 import threading
@@ -17,9 +16,7 @@ import pytest
 
 from services.common.server import ServiceServer
 from services.common.settings import Settings
-from services.gateway.servicer import registrar as gateway_registrar
-
-WORKER_NAMES = ("converter", "quantizer", "benchmark", "accuracy")
+from tests.conftest import start_services
 
 # Distinctive per-session values: a leak of any of them is unambiguous in a log line or an error.
 AUTH_TOKEN = f"client-tok-{secrets.token_hex(16)}"
@@ -121,11 +118,6 @@ def base_settings(seaweed, bucket: str, **overrides) -> Settings:
     return Settings.from_env({}, **{**values, **overrides})
 
 
-def worker_registrar(name: str, settings: Settings):
-    module = importlib.import_module(f"services.{name}.__main__")
-    return module.registrar(settings) if hasattr(module, "registrar") else module.register
-
-
 @dataclasses.dataclass
 class System:
     """Every service in-process on its own ephemeral port, as one deployment."""
@@ -146,22 +138,7 @@ class System:
 
 def start_system(settings: Settings, worker_settings: dict[str, Settings] | None = None,
                  gateway_overrides: dict | None = None) -> System:
-    """Start the four workers (each with worker_settings[name] when given), then a gateway dialing them
-    (with gateway_overrides applied to its settings)."""
-    servers: dict[str, ServiceServer] = {}
-    try:
-        for name in WORKER_NAMES:
-            own = (worker_settings or {}).get(name, settings)
-            servers[name] = ServiceServer(name, own, worker_registrar(name, own))
-            servers[name].start()
-            settings = dataclasses.replace(settings, **{f"{name}_addr": servers[name].address})
-        settings = dataclasses.replace(settings, **(gateway_overrides or {}))
-        servers["gateway"] = ServiceServer("gateway", settings, gateway_registrar(settings))
-        servers["gateway"].start()
-    except BaseException:
-        System(settings, servers).stop()
-        raise
-    return System(settings, servers)
+    return System(*start_services(settings, worker_settings, gateway_overrides))
 
 
 @pytest.fixture(scope="module")

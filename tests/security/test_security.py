@@ -50,13 +50,8 @@ from services.common.server import ServiceServer
 from services.common.settings import Settings
 from services.gateway import uploads as gateway_uploads
 from services.gateway.servicer import registrar as gateway_registrar
-from tests.security.conftest import (
-    AUTH_TOKEN,
-    INTERNAL_TOKEN,
-    WORKER_NAMES,
-    base_settings,
-    start_system,
-)
+from tests.conftest import WORKERS as WORKER_NAMES
+from tests.security.conftest import AUTH_TOKEN, INTERNAL_TOKEN, base_settings, start_system
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -212,6 +212,16 @@ class WorkbenchClient:
         )
         return self._call(self.stub.ImportModel, request).job
 
+    def import_darknet(self, name: str, cfg: str | os.PathLike, weights: str | os.PathLike,
+                       names: str | os.PathLike | None = None, *, options: common_pb2.ConvertOptions | None = None,
+                       request_id: str | None = None) -> common_pb2.Job:
+        """import_model for a Darknet cfg + weights (and class names, one per line)."""
+        files = {common_pb2.MODEL_FILE_ROLE_DARKNET_CFG: cfg, common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS: weights}
+        if names:
+            files[common_pb2.MODEL_FILE_ROLE_LABELS] = names
+        return self.import_model(name, files, framework=common_pb2.FRAMEWORK_DARKNET, options=options,
+                                 request_id=request_id)
+
     def get_model(self, model_id: str) -> gateway_pb2.Model:
         return self._call(self.stub.GetModel, gateway_pb2.GetModelRequest(model_id=model_id)).model
 

@@ -15,8 +15,6 @@ from typing import Callable
 from workbench.client import WorkbenchClient
 from workbench.v1 import common_pb2, gateway_pb2, quantizer_pb2
 
-DARKNET = {"cfg": common_pb2.MODEL_FILE_ROLE_DARKNET_CFG, "weights": common_pb2.MODEL_FILE_ROLE_DARKNET_WEIGHTS,
-           "names": common_pb2.MODEL_FILE_ROLE_LABELS}
 PICTURES = 3
 
 
@@ -48,8 +46,8 @@ class DemoResult:
 def run(client: WorkbenchClient, files: dict[str, Path], dataset: list[Path], *, name: str, speed_only: bool,
         out_root: Path, duration_s: float, on_event: Callable, say: Callable[[str], None]) -> DemoResult:
     say(f"importing the model ({files['cfg'].name}, {files['weights'].stat().st_size / 1e6:.0f} MB of weights)")
-    model = client.wait_job(client.import_model(name, {DARKNET[k]: p for k, p in files.items()},
-                                                framework=common_pb2.FRAMEWORK_DARKNET).id, on_event).output.model_id
+    job = client.import_darknet(name, files["cfg"], files["weights"], files.get("names"))
+    model = client.wait_job(job.id, on_event).output.model_id
     say(f"importing the dataset ({len(dataset)} files)")
     data = client.wait_job(client.import_dataset(f"{name} frames", dataset).id, on_event).output.dataset_id
     parent = client.create_project(f"{name} on CPU", model_id=model, dataset_id=data, device="CPU")
