@@ -202,23 +202,25 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
         warnings.append("no validation data: the automatic choice fell back to "
                         f"{settings[0].describe()}")
 
-    best: tuple[ov.Model, Candidate, Setting] | None = None
+    # the fastest candidate whose metric is within the bound of the best one; a candidate that falls out
+    # of reach of the best is dropped at once, so only models that can still win stay in memory
+    contenders: list[tuple[ov.Model, Candidate, Setting]] = []
     for i, setting in enumerate(settings):
         description = setting.describe()
         report("statistics", 0.05 + 0.5 * i / len(settings), f"calibrating: {description}, {count} images")
         quantized = _quantize_once(model, data, config, setting, count)
         if validation is None:
-            best = (quantized, Candidate(description, 0.0, 0.0, True), setting)
+            contenders = [(quantized, Candidate(description, 0.0, 0.0), setting)]
             break
         report("validate", 0.05 + 0.5 * (i + 0.7) / len(settings), f"judging {description}")
         candidate = Candidate(description, validation.judge(quantized), validation.fps(quantized))
         outcome.candidates.append(candidate)
         report("candidate", 0.05 + 0.5 * (i + 1) / len(settings), description,
                metric=candidate.metric, fps=candidate.throughput_fps)
-        if best is None or _better(candidate, best[1], config.agreement_bound):
-            best = (quantized, candidate, setting)
-    assert best is not None
-    quantized, chosen, setting = best
+        contenders.append((quantized, candidate, setting))
+        top = max(c.metric for _, c, _ in contenders)
+        contenders = [entry for entry in contenders if entry[1].metric >= top - config.agreement_bound]
+    quantized, chosen, setting = max(contenders, key=lambda entry: entry[1].throughput_fps)
     chosen.chosen = True
     outcome.config = replace(config, preset=setting.preset, overflow_fix=setting.overflow_fix,
                              fast_bias_correction=setting.fast_bias_correction, subset_size=count)
@@ -244,13 +246,6 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
     outcome.fp_layers = float_layers(quantized)
     report("done", 1.0, f"{outcome.metric_name or 'metric'} {outcome.metric_after:.4f}")
     return outcome
-
-
-def _better(candidate: Candidate, best: Candidate, bound: float) -> bool:
-    """Prefer speed among candidates whose metric is within bound of each other; else the better metric."""
-    if abs(candidate.metric - best.metric) <= bound:
-        return candidate.throughput_fps > best.throughput_fps
-    return candidate.metric > best.metric
 
 
 def _accuracy_aware(model, data, config, setting: Setting, count, validation: Validation, report: Report):

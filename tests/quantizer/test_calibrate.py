@@ -12,10 +12,12 @@ import pytest
 from services import reference_models
 from services.common.errors import InvalidArgument
 from services.common.preprocess import Preprocessing
+from services.converter.convert import ModelFiles, load
 from services.converter.darknet import convert_darknet
 from services.quantizer import calibrate
 from services.quantizer.calibrate import QuantizeConfig, Setting, candidate_settings
 from services.quantizer.similarity import UNLIKE_ABOVE, energy_coefficient, features, unlike_warning
+from tests.converter.test_convert import small_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = sorted((REPO / "data" / "vtest").glob("*.jpg"))
@@ -72,3 +74,20 @@ def test_features_need_a_convolution(tiny_tensors):
     assert features(model, frames[:3]).shape == (3, 512)  # the deepest 13x13 convolution of the backbone
     parameter = ov.opset13.parameter([1, 4], ov.Type.f32)
     assert features(ov.Model([ov.opset13.relu(parameter)], [parameter]), [np.zeros(4, np.float32)]) is None
+
+
+def test_the_choice_is_the_fastest_within_the_bound_of_the_best_metric(monkeypatch, tmp_path):
+    """Scripted judgements on a real small model: the rule, not the order candidates come in, decides."""
+    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: True)
+    small_classifier(tmp_path / "m.onnx")
+    model, _ = load("ONNX", ModelFiles(model=tmp_path / "m.onnx"), tmp_path)
+    # the parent, then perf/fast, perf/full, mixed/fast, mixed/full
+    metrics = iter([1.0, 0.95, 0.90, 0.958, 0.965])
+    speeds = iter([500.0, 600.0, 300.0, 200.0])
+    validation = calibrate.Validation("scripted", lambda compiled: next(metrics), lambda candidate: next(speeds))
+    images = [np.random.default_rng(i).random((3, 32, 32), dtype=np.float32) for i in range(4)]
+    outcome = calibrate.quantize(model, images, QuantizeConfig(), validation)
+    # within 0.01 of the best (0.965): 0.958 at 300 FPS and 0.965 at 200 FPS; 0.95 at 500 is out of reach
+    assert [c.chosen for c in outcome.candidates] == [False, False, True, False]
+    assert outcome.config.preset == "mixed" and outcome.config.fast_bias_correction is True
+    assert outcome.metric_after == 0.958
