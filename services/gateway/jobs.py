@@ -288,11 +288,10 @@ class JobManager:
             try:
                 self._persist(running)
                 running.end_saved = True
-                return
             except WorkbenchError as exc:
                 log.warning("job %s: end not saved (%s); retrying in %.1fs", running.job.id, exc.message, wait)
-            time.sleep(wait)
-            wait = min(wait * 2, longest)
+                time.sleep(wait)
+                wait = min(wait * 2, longest)
 
     def _persist(self, running: _Running, also: common_pb2.JobEvent | None = None) -> None:
         """Save the job's record and its events (with `also`, one not yet published)."""
