@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import grpc
@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.errors import FailedPrecondition, WorkbenchError
 from services.common.object_store import ObjectStore
-from services.common.seaweed import SeaweedServer
+from services.common.seaweed import SeaweedPorts, SeaweedServer
 from services.common.settings import DEFAULT_PORTS, SERVICE_NAMES
 
 S3_PORT = 8333
@@ -62,9 +62,13 @@ class LocalStack:
         if self.config_file.exists():
             return json.loads(self.config_file.read_text())
         self.home.mkdir(parents=True, exist_ok=True)
+        seaweed_ports = {}
         if self.free_ports:
-            s3_port, *ports = _free_ports(1 + len(SERVICE_NAMES))
+            # every port at once, SeaweedFS's inner ones too: picked apart, two could get the same free port
+            inner = [f.name for f in fields(SeaweedPorts) if f.name != "s3"]
+            s3_port, *ports = _free_ports(1 + len(SERVICE_NAMES) + len(inner))
             chosen = dict(zip(SERVICE_NAMES, ports))
+            seaweed_ports = dict(zip(inner, ports[len(SERVICE_NAMES):]))
         else:
             s3_port = int(os.environ.get("WORKBENCH_S3_PORT", S3_PORT))
             chosen = {name: int(os.environ.get(f"WORKBENCH_{name.upper()}_PORT", port))
@@ -75,6 +79,7 @@ class LocalStack:
             "s3_secret_key": secrets.token_urlsafe(24),
             "internal_token": secrets.token_urlsafe(24),
             "ports": chosen,
+            "seaweed_ports": seaweed_ports,
         }
         self.config_file.write_text(json.dumps(config, indent=2))
         self.config_file.chmod(0o600)
@@ -108,7 +113,7 @@ class LocalStack:
         if seaweed is None:
             SeaweedServer.start(
                 self.s3_dir, config["s3_port"], config["s3_access_key"], config["s3_secret_key"],
-                detached=True, ready_timeout=START_TIMEOUT_S,
+                ports=SeaweedPorts(**config.get("seaweed_ports", {})), detached=True, ready_timeout=START_TIMEOUT_S,
             )
         else:
             seaweed.wait_ready(START_TIMEOUT_S)
