@@ -63,10 +63,10 @@ class Faults:
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("stack"), free_ports=True)
-    stack.up()
     client = WorkbenchClient(stack.address(), timeout=60)
     faults = Faults(stack, client)
     try:
+        stack.up()  # inside the try: a stack that fails half-way up is still taken down
         yield faults
         report = os.environ.get("WORKBENCH_RELIABILITY_OUT")
         if report:  # bench/reliability.py collects this
