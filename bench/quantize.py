@@ -105,13 +105,14 @@ def measure(name, work: Path, store, bucket, stub, dataset, args) -> dict:
     aware = {}
     if args.accuracy_aware:
         start = time.perf_counter()
-        result, _ = quantize(stub, artifact, dataset, bucket, quantizer_pb2.QUANTIZATION_PRESET_UNSPECIFIED,
-                             method=quantizer_pb2.QUANTIZATION_METHOD_ACCURACY_AWARE, max_drop=args.accuracy_aware)
+        controlled, _ = quantize(stub, artifact, dataset, bucket, quantizer_pb2.QUANTIZATION_PRESET_UNSPECIFIED,
+                                 method=quantizer_pb2.QUANTIZATION_METHOD_ACCURACY_AWARE, max_drop=args.accuracy_aware)
         aware = {"accuracy_aware": {
             "max_drop": args.accuracy_aware, "seconds": round(time.perf_counter() - start, 1),
-            "metric_before": round(result.metric_before, 4), "metric_after": round(result.metric_after, 4),
-            "drop": round(result.metric_before - result.metric_after, 4), "fps": round(result.candidates[-1].throughput_fps, 1),
-            "fp_layers": len(result.fp_layers), "warnings": list(result.warnings)}}
+            "metric_before": round(controlled.metric_before, 4), "metric_after": round(controlled.metric_after, 4),
+            "drop": round(controlled.metric_before - controlled.metric_after, 4),
+            "fps": round(controlled.candidates[-1].throughput_fps, 1), "fp_layers": len(controlled.fp_layers),
+            "warnings": list(controlled.warnings)}}
     auto_xml = download_ir(store, StoredIR(ref_from_pb(auto.model.xml, "xml"), ref_from_pb(auto.model.bin, "bin")),
                            work / name / "auto-int8")
 
