@@ -25,6 +25,7 @@ from bench.harness import REPO, emit  # noqa: E402
 
 SUITES = {"faults": "tests/faults", "security": "tests/security", "hostile_inputs": "tests/hostile"}
 LEDGER = "test_no_object_published_during_the_faults_was_lost"  # a check after the faults, not one of them
+HOSTILE_FILE = "test_hostile_file["  # one case per corpus file; the suite's other tests check the checks
 
 
 def run_suite(path: str, out: Path) -> dict:
@@ -32,15 +33,19 @@ def run_suite(path: str, out: Path) -> dict:
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path, f"--junitxml={junit}"],
                    cwd=REPO, env={**os.environ, "WORKBENCH_RELIABILITY_OUT": str(out)}, check=False)
     cases = ET.parse(junit).getroot().iter("testcase")
-    outcome = {"tried": 0, "handled": 0, "failed": []}
+    outcome = {"tried": 0, "handled": 0, "files": 0, "files_handled": 0, "failed": []}
     for case in cases:
-        if case.get("name") == LEDGER:
+        name = case.get("name")
+        if name == LEDGER:
             continue  # its verdict is objects_lost
+        passed = case.find("failure") is None and case.find("error") is None and case.find("skipped") is None
         outcome["tried"] += 1
-        if case.find("failure") is None and case.find("error") is None and case.find("skipped") is None:
-            outcome["handled"] += 1
-        else:
-            outcome["failed"].append(case.get("name"))
+        outcome["handled"] += passed
+        if name.startswith(HOSTILE_FILE):
+            outcome["files"] += 1
+            outcome["files_handled"] += passed
+        if not passed:
+            outcome["failed"].append(name)
     return outcome
 
 
@@ -60,8 +65,9 @@ def main() -> None:
     emit({
         "faults_injected": figures["faults"]["tried"],
         "faults_survived": figures["faults"]["handled"],
-        "hostile_inputs_tried": figures["hostile_inputs"]["tried"],
-        "hostile_inputs_handled": figures["hostile_inputs"]["handled"],
+        "hostile_files_tried": figures["hostile_inputs"]["files"],
+        "hostile_files_handled": figures["hostile_inputs"]["files_handled"],
+        "hostile_suite_tests": figures["hostile_inputs"]["tried"],
         "security_checks": figures["security"]["tried"],
         "security_checks_passed": figures["security"]["handled"],
         "failed": {name: f["failed"] for name, f in figures.items() if f["failed"]},
