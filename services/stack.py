@@ -66,7 +66,7 @@ class LocalStack:
         if self.free_ports:
             # every port at once, SeaweedFS's inner ones too: picked apart, two could get the same free port
             inner = [f.name for f in fields(SeaweedPorts) if f.name != "s3"]
-            s3_port, *ports = _free_ports(1 + len(SERVICE_NAMES) + len(inner))
+            s3_port, *ports = free_ports(1 + len(SERVICE_NAMES) + len(inner))
             chosen = dict(zip(SERVICE_NAMES, ports))
             seaweed_ports = dict(zip(inner, ports[len(SERVICE_NAMES):]))
         else:
@@ -190,7 +190,8 @@ class LocalStack:
         (self.run_dir / f"{name}.pid").write_text(str(process.pid))
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """count distinct free loopback ports: the sockets are held together so the kernel never repeats one."""
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
         s.bind(("127.0.0.1", 0))
