@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import secrets
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,9 @@ from services.common.seaweed import SeaweedServer
 from services.common.server import ServiceServer
 from services.common.settings import Settings
 from services.gateway.servicer import registrar as gateway_registrar
+from services.reference_models import yolov4_tiny
 from workbench.client import WorkbenchClient
+from workbench.v1 import gateway_pb2
 
 S3_ACCESS_KEY = "workbench-test"
 
@@ -101,6 +104,15 @@ def start_services(settings: Settings, worker_settings: dict[str, Settings] | No
 def stop_services(servers: dict[str, ServiceServer]) -> None:
     for server in servers.values():
         server.shutdown(grace=0)
+
+
+def tiny_project(client: WorkbenchClient, frames: list[Path]) -> gateway_pb2.Project:
+    """The real yolov4-tiny and some vtest frames imported through the gateway, as one project."""
+    files = yolov4_tiny()
+    job = client.import_darknet("yolov4-tiny", files.cfg, files.weights, files.names)
+    model = client.wait_job(job.id).output.model_id
+    dataset = client.wait_job(client.import_dataset("vtest", frames).id).output.dataset_id
+    return client.create_project("tiny on pedestrians", model_id=model, dataset_id=dataset)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import pytest
 from services.common.object_store import ObjectStore
 from services.common.seaweed import SeaweedServer
 from services.common.settings import SERVICE_NAMES
-from services.reference_models import yolov4_tiny
 from services.stack import LocalStack
+from tests.conftest import tiny_project
 from workbench.client import WorkbenchClient
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -80,8 +80,4 @@ def faults(tmp_path_factory):
 @pytest.fixture(scope="module")
 def parent(faults):
     """yolov4-tiny on 16 pedestrian frames, imported through the stack."""
-    client, files = faults.client, yolov4_tiny()
-    job = client.import_darknet("yolov4-tiny", files.cfg, files.weights, files.names)
-    model = client.wait_job(job.id).output.model_id
-    dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id).output.dataset_id
-    return client.create_project("tiny on pedestrians", model_id=model, dataset_id=dataset)
+    return tiny_project(faults.client, FRAMES)

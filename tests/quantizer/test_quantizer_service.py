@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.reference_models import yolov4_tiny
+from tests.conftest import tiny_project
 from workbench.client import JobFailedError, WorkbenchError
 from workbench.v1 import common_pb2, quantizer_pb2
 
@@ -18,11 +18,7 @@ PHOTOS = sorted((DATA / "images").glob("*.jpg"))
 
 @pytest.fixture
 def parent(workbench):
-    client, files = workbench.client, yolov4_tiny()
-    job = client.import_darknet("yolov4-tiny", files.cfg, files.weights, files.names)
-    model = client.wait_job(job.id).output.model_id
-    dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id).output.dataset_id
-    return client.create_project("tiny on pedestrians", model_id=model, dataset_id=dataset)
+    return tiny_project(workbench.client, FRAMES)
 
 
 def test_default_method_makes_a_child_project_judged_against_the_parent(workbench, parent):
