@@ -45,7 +45,8 @@ def seaweed() -> Iterator[tuple[SeaweedServer, Settings]]:
         server = SeaweedServer.start(state, 0, "bench", secrets.token_hex(16), ready_timeout=90)
         try:
             settings = Settings(s3_endpoint=server.endpoint, s3_access_key=server.access_key,
-                                s3_secret_key=server.secret_key, bucket="bench")
+                                s3_secret_key=server.secret_key, bucket="bench",
+                                database_url=f"sqlite:///{state}/catalog.db")
             ObjectStore.from_settings(settings).ensure_bucket("bench")
             yield server, settings
         finally:

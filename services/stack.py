@@ -3,7 +3,8 @@
 `workbench up` starts whatever is not running, detached, and waits until every component
 reports SERVING; `down` stops them (services first, the S3 server last); `status` shows each
 component's health. Everything lives under one home folder (WORKBENCH_HOME, default
-~/.workbench): the S3 data, credentials made on first start, logs and pid files.
+~/.workbench): the S3 data, the catalog database (SQLite), credentials made on first start, logs
+and pid files.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from services.common.errors import FailedPrecondition, WorkbenchError
 from services.common.object_store import ObjectStore
 from services.common.seaweed import SeaweedPorts, SeaweedServer
 from services.common.settings import DEFAULT_PORTS, SERVICE_NAMES
+from services.gateway.db import Database
 
 S3_PORT = 8333
 START_TIMEOUT_S = 120.0
@@ -85,11 +87,16 @@ class LocalStack:
         self.config_file.chmod(0o600)
         return config
 
+    def database_url(self) -> str:
+        """The catalog: WORKBENCH_DATABASE_URL when set (e.g. a PostgreSQL), else SQLite in the home folder."""
+        return os.environ.get("WORKBENCH_DATABASE_URL") or f"sqlite:///{self.home / 'catalog.db'}"
+
     def service_env(self, name: str) -> dict[str, str]:
         config = self.config()
         ports = config["ports"]
         env = dict(os.environ)
         env.update({
+            "WORKBENCH_DATABASE_URL": self.database_url(),
             "WORKBENCH_LISTEN": f"127.0.0.1:{ports[name]}",
             "WORKBENCH_S3_ENDPOINT": f"127.0.0.1:{config['s3_port']}",
             "WORKBENCH_S3_ACCESS_KEY": config["s3_access_key"],
@@ -117,6 +124,11 @@ class LocalStack:
             )
         else:
             seaweed.wait_ready(START_TIMEOUT_S)
+        database = Database(self.database_url())
+        try:
+            database.migrate()  # the gateway migrates too; here a broken catalog fails `up` with its reason
+        finally:
+            database.dispose()
         for name in SERVICE_NAMES:
             if not _alive(self.pid(name)):
                 self._start_service(name)

@@ -54,15 +54,43 @@ def store(seaweed_store, bucket) -> ObjectStore:
     return seaweed_store
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL 16 server (the pgserver wheel) for the session, on a unix socket."""
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+def new_database_url(engine: str, request) -> str:
+    """An empty catalog database on `engine` ("sqlite" or "postgresql") for one test."""
+    if engine == "sqlite":
+        return f"sqlite:///{request.getfixturevalue('tmp_path') / 'catalog.db'}"
+    server = request.getfixturevalue("postgres")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    server.psql(f"CREATE DATABASE {name};")
+    return server.get_uri(name)
+
+
 @pytest.fixture
-def s3_settings(seaweed, bucket) -> Settings:
-    """Settings pointing at the session SeaweedFS and this test's bucket (derive others with dataclasses.replace)."""
+def database_url(request) -> str:
+    """The local default engine; tests/gateway runs its suite on both engines."""
+    return new_database_url("sqlite", request)
+
+
+@pytest.fixture
+def s3_settings(seaweed, bucket, database_url) -> Settings:
+    """Settings pointing at the session SeaweedFS, this test's bucket and its own catalog database (derive
+    others with dataclasses.replace)."""
     return Settings.from_env(
         {},
         s3_endpoint=seaweed.endpoint,
         s3_access_key=seaweed.access_key,
         s3_secret_key=seaweed.secret_key,
         bucket=bucket,
+        database_url=database_url,
     )
 
 

@@ -16,8 +16,9 @@ import logging
 import signal
 import threading
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Union
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,7 +29,18 @@ from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Register = Callable[[grpc.Server], Iterable[str]]
+
+
+@dataclass
+class Registration:
+    """What a register callback returns when its service has work of its own around the server's life."""
+
+    services: list[str]
+    on_start: Callable[["HealthServicer"], None] | None = None  # once serving; may steer health
+    on_stop: Callable[[], None] | None = None  # once the server has stopped
+
+
+Register = Callable[[grpc.Server], Union[Iterable[str], Registration]]
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -151,7 +163,11 @@ class ServiceServer:
             interceptors=interceptors,
             options=server_options(settings),
         )
-        self.service_names = list(register(self.server))
+        registered = register(self.server)
+        if not isinstance(registered, Registration):
+            registered = Registration(list(registered))
+        self.registration = registered
+        self.service_names = list(registered.services)
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         for name in ["", *self.service_names]:
@@ -179,6 +195,8 @@ class ServiceServer:
         if not self.port:
             raise OSError(f"cannot listen on {listen}")
         self.server.start()
+        if self.registration.on_start:
+            self.registration.on_start(self.health)
         log.info("%s serving on %s", self.service_name, self.address,
                  extra={"address": self.address, "port": self.port, "tls": credentials is not None,
                         "mutual_tls": bool(self.settings.tls_client_ca), "services": self.service_names})
@@ -194,6 +212,8 @@ class ServiceServer:
         log.info("%s shutting down (grace %.1fs)", self.service_name, grace)
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.registration.on_stop:
+            self.registration.on_stop()
         log.info("%s stopped", self.service_name)
 
     stop = shutdown

@@ -47,6 +47,13 @@ class Settings:
     log_format: str = "json"  # json | text
     # largest upload the gateway accepts, in bytes
     max_upload_bytes: int = 8 * 1024 * 1024 * 1024
+    # the gateway's catalog: a SQLAlchemy URL (sqlite:///..., postgresql://...); empty: SQLite under
+    # WORKBENCH_HOME. Never in a repr: it may carry a password.
+    database_url: str = field(default="", repr=False)
+    # a gateway renews its jobs' leases while it runs them; a lease this old means its gateway is gone
+    job_lease_seconds: float = 15.0
+    # jobs one gateway runs at once (each mostly waits on a worker); the rest wait in the queue
+    max_jobs: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":

@@ -1,4 +1,4 @@
-"""Runs the gateway; on start it marks jobs a previous process left running as failed."""
+"""Runs the gateway; jobs a previous gateway left running are resumed once their leases run out."""
 
 from services.common.entrypoint import run
 from services.common.settings import Settings

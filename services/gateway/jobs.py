@@ -1,33 +1,47 @@
-"""Jobs: long work run in the background, observable event by event, cancellable, durable.
+"""Jobs: long work that any gateway can run, observable event by event, cancellable, durable.
 
-A job's record and its event log live in object storage. Watchers of a running job are fed
-from memory; a finished job's events are replayed from storage, so they survive a restart.
-A job found still running when the gateway starts was interrupted: it is marked failed.
-While storage is unreachable a running job goes on from memory; its end is saved once storage
-is back, and until then the job stays answerable from memory.
+A job is a row holding the request that started it; its events and its finished steps are rows too.
+Gateways claim queued jobs with a lease and renew it while they work (a heartbeat). When a gateway
+dies its leases run out and another gateway (or the same one restarted) takes the job over: it runs
+the job again from its request, skipping the steps already finished. A step cut short and run again
+is harmless: the workers' outputs are content-addressed, and the records a job makes are written in
+the same transaction as its end, by the lease holder only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from google.protobuf import json_format, timestamp_pb2
+import sqlalchemy as sa
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+from sqlalchemy.engine import Connection
 
 from services.common import pb
-from services.common.errors import Cancelled, FailedPrecondition, ResourceExhausted, WorkbenchError
-from services.common.object_store import ObjectStore
-from services.gateway.records import Records, RequestIndex, validate_request_id
+from services.common.errors import Cancelled, FailedPrecondition, ResourceExhausted, Unavailable, WorkbenchError
+from services.gateway import db as schema
+from services.gateway.db import Database
+from services.gateway.records import Records, new_id, validate_id, validate_request_id
 from workbench.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
 TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
-PERSIST_INTERVAL_S = 1.0  # progress is saved at most this often; state changes are saved at once
-FINAL_SAVE_BACKOFF_S = (0.5, 10.0)  # first and longest wait between tries to save a finished job
+# progress is stored when its stage changes, when it moved by PROGRESS_STEP, or PROGRESS_INTERVAL_S after
+# the last stored: a watcher sees it move, and a job reporting every image does not write a row per image
+PROGRESS_INTERVAL_S = 0.1
+PROGRESS_STEP = 0.05
+CLAIM_POLL_S = 0.5  # how often an idle gateway looks for queued jobs other gateways accepted
+WATCH_POLL_S = 0.2  # how often a watcher looks for events written by other gateways
+FINAL_SAVE_BACKOFF_S = (0.5, 10.0)  # first and longest wait between tries to store a job's end
 WATCH_RETRY_S = 1.0  # what a watcher turned away is told to wait
 
 
@@ -45,269 +59,417 @@ class JobFailed(WorkbenchError):
         self.service = service
 
 
-@dataclass
-class _Running:
-    job: common_pb2.Job
-    events: list[common_pb2.JobEvent] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    cancel_requested: threading.Event = field(default_factory=threading.Event)
-    on_cancel: list[Callable[[], None]] = field(default_factory=list)
-    last_persist: float = 0.0
-    end_saved: bool = False
+class LeaseLost(Exception):
+    """Another gateway holds the job now (or this one is stopping): stop without writing anything."""
+
+
+Work = Callable[["JobContext", Message], "common_pb2.JobOutput | None"]
+
+
+@dataclass(frozen=True)
+class Handler:
+    request_type: type[Message]
+    run: Work
 
 
 class JobContext:
-    """What a job's work function sees: progress reporting and cancellation."""
+    """What a job's work function sees: progress, cancellation, checkpointed steps and the records
+    its success writes."""
 
-    def __init__(self, manager: "JobManager", running: _Running):
-        self._manager, self._running = manager, running
-
-    @property
-    def job(self) -> common_pb2.Job:
-        return self._running.job
+    def __init__(self, manager: "JobManager", job: common_pb2.Job):
+        self._manager, self.job = manager, job
+        self._cancel = threading.Event()
+        self._lost = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+        self._writes: list[Callable[[Connection], None]] = []
+        self._stored_progress = (0.0, "", 0.0)  # when, at which stage and how far progress was last stored
 
     @property
     def cancelled(self) -> bool:
-        return self._running.cancel_requested.is_set()
+        return self._cancel.is_set()
 
     def check_cancelled(self) -> None:
+        if self._lost.is_set():
+            raise LeaseLost(self.job.id)
         if self.cancelled:
             raise Cancelled("cancelled by request")
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         """Register a callback that stops in-flight work (e.g. cancels a worker RPC) on CancelJob."""
-        self._running.on_cancel.append(callback)
-        if self.cancelled:
+        self._callbacks.append(callback)
+        if self.cancelled or self._lost.is_set():
             callback()
 
     def progress(self, stage: str, fraction: float | None = None, message: str = "", **metrics: float) -> None:
         self.report(pb.progress(stage, fraction, message, **metrics))
 
     def report(self, progress: common_pb2.Progress) -> None:
-        self._manager._event(self._running, progress=progress)
-        self._manager._save_progress(self._running)
+        self.job.progress.CopyFrom(progress)
+        last_time, last_stage, last_fraction = self._stored_progress
+        if (progress.stage == last_stage and time.monotonic() - last_time < PROGRESS_INTERVAL_S
+                and progress.fraction - last_fraction < PROGRESS_STEP):
+            return
+        self._stored_progress = (time.monotonic(), progress.stage, progress.fraction)
+        event = self._manager._event(self.job)
+        try:
+            self._manager._append(self, event)
+        except Unavailable as exc:  # best effort: an outage must not end work the workers are still doing
+            self.job.last_sequence -= 1  # the sequence goes to the next stored event: watchers see no gap
+            log.warning("job %s: progress not stored (%s)", self.job.id, exc.message)
 
+    def step(self, name: str, result_type: type[Message], run: Callable[[], Message]) -> Message:
+        """run()'s result, stored; a resumed job gets the stored one instead of running it again."""
+        stored = self._manager._step(self.job.id, name)
+        if stored is not None:
+            return result_type.FromString(stored)
+        result = run()
+        self.check_cancelled()
+        self._manager._save_step(self, name, result)
+        return result
 
-Work = Callable[[JobContext], common_pb2.JobOutput | None]
+    def on_success(self, write: Callable[[Connection], None]) -> None:
+        """Records the job makes: written in the transaction that stores its success, or not at all."""
+        self._writes.append(write)
+
+    def _fire(self) -> None:
+        for callback in list(self._callbacks):
+            callback()
 
 
 class JobManager:
-    def __init__(self, store: ObjectStore, bucket: str, requests: RequestIndex, max_watchers: int = 8):
-        self.records: Records[common_pb2.Job] = Records(store, bucket, "jobs", "job", common_pb2.Job)
+    def __init__(self, database: Database, *, lease_s: float = 15.0, max_running: int = 8, max_watchers: int = 8,
+                 owner: str = ""):
+        self.db, self.lease_s, self.max_running = database, lease_s, max_running
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.records: Records[common_pb2.Job] = Records(database, schema.jobs, "job", common_pb2.Job)
+        self.handlers: dict[int, Handler] = {}
         # each watch holds a server thread for as long as it lasts: past this many, watchers are turned
         # away with a retry hint, so short calls always find a thread
         self._watch_slots = threading.BoundedSemaphore(max_watchers)
-        self._requests = requests
-        self._store, self._bucket = store, bucket
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, JobContext] = {}
         self._lock = threading.Lock()
+        self._wake, self._stopping = threading.Event(), threading.Event()
+        self._stored = threading.Condition()  # notified whenever this process stores an event
+        self._threads: list[threading.Thread] = []
+
+    def register(self, kind: int, request_type: type[Message], run: Work) -> None:
+        self.handlers[kind] = Handler(request_type, run)
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def recover(self) -> int:
-        """Mark jobs left unfinished by a previous gateway process as failed; returns how many."""
-        count = 0
-        for job in self.records.scan():
-            if job.state not in TERMINAL and job.id not in self._running:
-                running = _Running(job=job, events=self._load_events(job.id))
-                job.error = "interrupted: the gateway stopped while the job was running; retry it"
-                job.failed_service = "gateway"
-                self._finish(running, common_pb2.JOB_STATE_FAILED)
-                if not running.end_saved:
-                    self._persist(running)
-                count += 1
-        return count
+    def start(self) -> None:
+        for target, name in ((self._dispatch, "jobs-dispatch"), (self._heartbeat, "jobs-heartbeat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
-    def submit(self, kind: int, work: Work, *, project_id: str = "", request_id: str = "") -> common_pb2.Job:
-        job = common_pb2.Job(
-            id=self.records.new_id(), kind=kind, state=common_pb2.JOB_STATE_QUEUED,
-            project_id=project_id, request_id=request_id, create_time=now(),
-        )
-        running = _Running(job=job)
-        self._event(running, state=common_pb2.JOB_STATE_QUEUED)
-        self._persist(running)  # storage down: the client hears UNAVAILABLE and nothing starts
+    def stop(self) -> None:
+        """Stop claiming and hand this gateway's running jobs back at once (their leases end now), so
+        another gateway or the next start resumes them without waiting out a lease."""
+        self._stopping.set()
+        self._wake.set()
         with self._lock:
-            self._running[job.id] = running
-        threading.Thread(target=self._run, args=(running, work), name=f"job-{job.id}", daemon=True).start()
-        self._requests.remember(f"job-{kind}", request_id, job.id)
-        return self._snapshot(running)
+            running = list(self._running.values())
+        for ctx in running:
+            ctx._lost.set()
+            ctx._fire()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        try:
+            with self.db.write() as tx:
+                tx.execute(schema.jobs.update().where(schema.jobs.c.owner == self.owner)
+                           .where(schema.jobs.c.state == common_pb2.JOB_STATE_RUNNING).values(lease_until=0.0))
+        except Unavailable as exc:
+            log.warning("jobs not handed back (%s); their leases will run out", exc.message)
+
+    # -- creating and querying -------------------------------------------------------------
+
+    def submit(self, kind: int, request: Message, *, project_id: str = "", request_id: str = "",
+               tx: Connection | None = None) -> common_pb2.Job:
+        """Queue a job (within tx, when given); a request_id already used for this kind returns that job
+        instead, even when two gateways race with it."""
+        job = common_pb2.Job(id=new_id("job"), kind=kind, state=common_pb2.JOB_STATE_QUEUED, project_id=project_id,
+                             request_id=request_id, create_time=now())
+        first = self._event(job)
+        try:
+            with contextlib.nullcontext(tx) if tx is not None else self.db.write() as tx:
+                tx.execute(schema.jobs.insert().values(
+                    id=job.id, kind=kind, state=job.state, project_id=project_id or None,
+                    request_id=request_id or None, request=request.SerializeToString(),
+                    body=job.SerializeToString(), last_sequence=job.last_sequence))
+                tx.execute(schema.job_events.insert().values(job_id=job.id, sequence=first.sequence,
+                                                             body=first.SerializeToString()))
+        except sa.exc.IntegrityError:
+            existing = self.for_request(kind, request_id)
+            if existing is None:
+                raise
+            return existing
+        self._wake.set()
+        return job
 
     def for_request(self, kind: int, request_id: str) -> common_pb2.Job | None:
         """The job an earlier create with this request_id started, so a retry does not start another."""
         validate_request_id(request_id)
-        job_id = self._requests.lookup(f"job-{kind}", request_id)
-        return self.get(job_id) if job_id else None
-
-    def _run(self, running: _Running, work: Work) -> None:
-        job = running.job
-        try:
-            if running.cancel_requested.is_set():
-                raise Cancelled("cancelled before it started")
-            job.start_time.CopyFrom(now())
-            self._event(running, state=common_pb2.JOB_STATE_RUNNING)
-            self._save_progress(running, force=True)
-            output = work(JobContext(self, running))
-            if running.cancel_requested.is_set():
-                raise Cancelled("cancelled by request")
-            if output is not None:
-                job.output.CopyFrom(output)
-            job.progress.fraction = 1.0
-            self._finish(running, common_pb2.JOB_STATE_SUCCEEDED)
-        except Cancelled as exc:
-            job.error = exc.message
-            self._finish(running, common_pb2.JOB_STATE_CANCELLED)
-        except JobFailed as exc:
-            job.error, job.failed_service = exc.message, exc.service
-            self._finish(running, common_pb2.JOB_STATE_FAILED)
-        except WorkbenchError as exc:
-            job.error = exc.message
-            self._finish(running, common_pb2.JOB_STATE_FAILED)
-        except Exception:  # a bug: keep the trace in the log, not in the job
-            log.exception("job %s crashed", job.id)
-            job.error = "internal error in the gateway; see its log"
-            job.failed_service = "gateway"
-            self._finish(running, common_pb2.JOB_STATE_FAILED)
-        finally:
-            self._save_final(running)
-            with self._lock:
-                self._running.pop(job.id, None)
-
-    # -- queries ---------------------------------------------------------------------------
+        if not request_id:
+            return None
+        return self.records.find(kind=kind, request_id=request_id)
 
     def get(self, job_id: str) -> common_pb2.Job:
-        with self._lock:
-            running = self._running.get(job_id)
-        if running is not None:
-            return self._snapshot(running)
         return self.records.get(job_id, "job_id")
 
+    def list(self, page_size: int, page_token: str, project_id: str = "", state: int = 0):
+        if project_id:  # a filter, but still an id: refuse what is not one, like every other project_id
+            validate_id(project_id, "project_id", "prj")
+        return self.records.list(page_size, page_token, project_id=project_id or None, state=state or None)
+
+    def active(self, project_id: str) -> list[str]:
+        """Ids of the project's queued and running jobs."""
+        with self.db.read() as tx:
+            return list(tx.execute(sa.select(schema.jobs.c.id).where(schema.jobs.c.project_id == project_id)
+                                   .where(schema.jobs.c.state.not_in(TERMINAL)).limit(10)).scalars())
+
     def cancel(self, job_id: str) -> common_pb2.Job:
+        """A queued job ends at once; a running one is told to stop, by whichever gateway runs it."""
+        validate_id(job_id, "job_id", "job")
+        with self.db.write() as tx:
+            job = self.records._get(tx, job_id, "job_id", lock=True)
+            if job.state in TERMINAL:
+                raise FailedPrecondition(
+                    f"job {job_id} already ended as {common_pb2.JobState.Name(job.state)}", field="job_id")
+            if job.state == common_pb2.JOB_STATE_QUEUED:
+                job.error = "cancelled before it started"
+                job.end_time.CopyFrom(now())
+                job.state = common_pb2.JOB_STATE_CANCELLED
+                self._write_events(tx, job, [self._event(job)])
+            else:
+                tx.execute(schema.jobs.update().where(schema.jobs.c.id == job_id).values(cancel_requested=True))
         with self._lock:
-            running = self._running.get(job_id)
-        if running is None:
-            job = self.records.get(job_id, "job_id")  # NOT_FOUND for unknown ids
-            raise FailedPrecondition(
-                f"job {job_id} already ended as {common_pb2.JobState.Name(job.state)}", field="job_id"
-            )
-        running.cancel_requested.set()
-        for callback in list(running.on_cancel):
-            callback()
-        return self._snapshot(running)
+            ctx = self._running.get(job_id)
+        if ctx is not None:  # running here: stop it now rather than at the next heartbeat
+            ctx._cancel.set()
+            ctx._fire()
+        self._notify()
+        return job
 
     def watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool]) -> Iterator[common_pb2.JobEvent]:
-        """Events after after_sequence in order, ending with the terminal one."""
+        """Events after after_sequence in order, ending with the terminal one; from any gateway."""
         if not self._watch_slots.acquire(blocking=False):
             raise ResourceExhausted("too many job watches open at once; retry shortly or poll GetJob",
                                     retry_after_s=WATCH_RETRY_S)
         try:
-            yield from self._watch(job_id, after_sequence, is_active)
+            self.records.get(job_id, "job_id")
+            sent = after_sequence
+            while True:
+                with self.db.read() as tx:
+                    bodies = tx.execute(
+                        sa.select(schema.job_events.c.body).where(schema.job_events.c.job_id == job_id)
+                        .where(schema.job_events.c.sequence > sent).order_by(schema.job_events.c.sequence)
+                        .limit(500)).scalars().all()
+                for body in bodies:
+                    event = common_pb2.JobEvent.FromString(body)
+                    yield event
+                    sent = event.sequence
+                    if event.state in TERMINAL:
+                        return
+                if not bodies:
+                    with self._stored:
+                        self._stored.wait(WATCH_POLL_S)
+                    if not is_active():
+                        return
         finally:
             self._watch_slots.release()
 
-    def _watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool]) -> Iterator[common_pb2.JobEvent]:
+    # -- running ---------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(CLAIM_POLL_S)
+            self._wake.clear()
+            while not self._stopping.is_set() and len(self._running) < self.max_running:
+                try:
+                    claimed = self._claim()
+                except Unavailable as exc:
+                    log.warning("cannot claim jobs (%s)", exc.message)
+                    break
+                except Exception:  # a bug must not stop the dispatcher
+                    log.exception("claiming a job failed")
+                    break
+                if claimed is None:
+                    break
+                ctx, handler, request = claimed
+                threading.Thread(target=self._run, args=(ctx, handler, request), name=f"job-{ctx.job.id}",
+                                 daemon=True).start()
+
+    def _claim(self) -> tuple[JobContext, Handler, Message] | None:
+        """Take the oldest queued job, or a running one whose gateway stopped renewing its lease."""
+        jobs = schema.jobs.c
+        with self.db.write() as tx:
+            row = tx.execute(
+                sa.select(jobs.id, jobs.state, jobs.request, jobs.body, jobs.attempt, jobs.cancel_requested)
+                .where(jobs.state.in_([common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_RUNNING]))
+                .where(sa.or_(jobs.state == common_pb2.JOB_STATE_QUEUED, jobs.lease_until < time.time()))
+                .order_by(jobs.id).limit(1).with_for_update(skip_locked=True)).first()
+            if row is None:
+                return None
+            job = common_pb2.Job.FromString(row.body)
+            tx.execute(schema.jobs.update().where(jobs.id == row.id).values(
+                owner=self.owner, lease_until=time.time() + self.lease_s, attempt=row.attempt + 1))
+            ctx = JobContext(self, job)
+            handler = self.handlers.get(job.kind)
+            events = []
+            if row.state == common_pb2.JOB_STATE_QUEUED:
+                job.state = common_pb2.JOB_STATE_RUNNING
+                job.start_time.CopyFrom(now())
+                events.append(self._event(job))
+            else:
+                job.progress.message = f"resumed (attempt {row.attempt + 1}): the gateway running it stopped"
+                events.append(self._event(job))
+            self._write_events(tx, job, events)
         with self._lock:
-            running = self._running.get(job_id)
-        if running is None:
-            self.records.get(job_id, "job_id")
-            yield from (e for e in self._load_events(job_id) if e.sequence > after_sequence)
-            return
-        sent = after_sequence
-        while True:
-            with running.changed:
-                pending = [e for e in running.events if e.sequence > sent]
-                if not pending:
-                    if running.events and running.events[-1].state in TERMINAL:  # all sent, the end included
-                        return
-                    running.changed.wait(timeout=0.5)  # wake up now and then to notice a gone client
-                    if not is_active():
-                        return
-                    continue
-            for event in pending:
-                yield event
-                sent = event.sequence
-            if pending[-1].state in TERMINAL:
-                return
+            self._running[job.id] = ctx
+        if row.cancel_requested:
+            ctx._cancel.set()
+        if handler is None:  # a job a newer gateway accepted: fail it rather than leave it queued forever
+            handler = Handler(common_pb2.Job, _unknown_kind)
+        log.info("job %s claimed by %s (attempt %d)", job.id, self.owner, row.attempt + 1)
+        return ctx, handler, handler.request_type.FromString(row.request)
 
-    # -- internals -------------------------------------------------------------------------
-
-    def _snapshot(self, running: _Running) -> common_pb2.Job:
-        with running.changed:
-            job = common_pb2.Job()
-            job.CopyFrom(running.job)
-            return job
-
-    def _event(self, running: _Running, *, state: int | None = None, progress=None) -> None:
-        self._publish(running, self._next_event(running, state=state, progress=progress))
-
-    def _next_event(self, running: _Running, *, state: int | None = None, progress=None) -> common_pb2.JobEvent:
-        with running.changed:
-            job = running.job
-            if state is not None:
-                job.state = state
-            if progress is not None:
-                job.progress.CopyFrom(progress)
-            job.last_sequence += 1
-            event = common_pb2.JobEvent(job_id=job.id, sequence=job.last_sequence, time=now(), state=job.state)
-            event.progress.CopyFrom(job.progress)
-            if job.state in TERMINAL:
-                event.job.CopyFrom(job)
-            return event
-
-    @staticmethod
-    def _publish(running: _Running, event: common_pb2.JobEvent) -> None:
-        with running.changed:
-            running.events.append(event)
-            running.changed.notify_all()
-
-    def _finish(self, running: _Running, state: int) -> None:
-        running.job.end_time.CopyFrom(now())
-        event = self._next_event(running, state=state)
-        # stored before any watcher hears of it, so a client that saw the end finds it stored; with storage
-        # down, watchers hear it from memory and _save_final keeps trying
+    def _run(self, ctx: JobContext, handler: Handler, request: Message) -> None:
+        job = ctx.job
         try:
-            self._persist(running, also=event)
-            running.end_saved = True
-        except WorkbenchError as exc:
-            log.warning("job %s: end not saved yet (%s)", running.job.id, exc.message)
-        self._publish(running, event)
+            ctx.check_cancelled()
+            output = handler.run(ctx, request)
+            ctx.check_cancelled()
+            if output is not None:
+                job.output.CopyFrom(output)
+            job.progress.fraction = 1.0
+            self._finish(ctx, common_pb2.JOB_STATE_SUCCEEDED)
+        except LeaseLost:
+            log.info("job %s: handed over to another gateway", job.id)
+        except Exception as exc:
+            if ctx._lost.is_set():  # stopped because it was handed over: its new holder ends it
+                log.info("job %s: handed over to another gateway", job.id)
+            elif isinstance(exc, Cancelled):
+                job.error = exc.message
+                self._finish(ctx, common_pb2.JOB_STATE_CANCELLED)
+            elif isinstance(exc, JobFailed):
+                job.error, job.failed_service = exc.message, exc.service
+                self._finish(ctx, common_pb2.JOB_STATE_FAILED)
+            elif isinstance(exc, WorkbenchError):
+                job.error = exc.message
+                self._finish(ctx, common_pb2.JOB_STATE_FAILED)
+            else:  # a bug: keep the trace in the log, not in the job
+                log.exception("job %s crashed", job.id)
+                job.error, job.failed_service = "internal error in the gateway; see its log", "gateway"
+                self._finish(ctx, common_pb2.JOB_STATE_FAILED)
+        finally:
+            with self._lock:
+                self._running.pop(job.id, None)
+            self._wake.set()
 
-    def _save_progress(self, running: _Running, force: bool = False) -> None:
-        """Best effort: a storage outage must not end a job the workers are still doing."""
-        if not force and time.monotonic() - running.last_persist < PERSIST_INTERVAL_S:
-            return
-        running.last_persist = time.monotonic()
-        try:
-            self._persist(running)
-        except WorkbenchError as exc:
-            log.warning("job %s: progress not saved (%s); it stays in memory", running.job.id, exc.message)
-
-    def _save_final(self, running: _Running) -> None:
-        """A finished job is never lost: keep trying until storage takes it (the job answers from memory)."""
+    def _finish(self, ctx: JobContext, state: int) -> None:
+        """Store the job's end (with the records a success makes) in one transaction; through a storage
+        outage, keep trying until it is stored or another gateway holds the job."""
+        job = ctx.job
+        job.state = state
+        job.end_time.CopyFrom(now())
+        writes = ctx._writes if state == common_pb2.JOB_STATE_SUCCEEDED else []
         wait, longest = FINAL_SAVE_BACKOFF_S
-        while not running.end_saved:
+        while True:
+            saved = common_pb2.Job()
+            saved.CopyFrom(job)
             try:
-                self._persist(running)
-                running.end_saved = True
-            except WorkbenchError as exc:
-                log.warning("job %s: end not saved (%s); retrying in %.1fs", running.job.id, exc.message, wait)
+                with self.db.write() as tx:
+                    self._check_owner(tx, saved.id)
+                    for write in writes:
+                        write(tx)
+                    self._write_events(tx, saved, [self._event(saved)])
+                break
+            except LeaseLost:
+                log.warning("job %s: another gateway took it over before its end was stored", job.id)
+                return
+            except Unavailable as exc:
+                log.warning("job %s: end not stored (%s); retrying in %.1fs", job.id, exc.message, wait)
                 time.sleep(wait)
                 wait = min(wait * 2, longest)
+        self._notify()
 
-    def _persist(self, running: _Running, also: common_pb2.JobEvent | None = None) -> None:
-        """Save the job's record and its events (with `also`, one not yet published)."""
-        self.records.put(running.job)
-        events = [json_format.MessageToDict(e, preserving_proto_field_name=True)
-                  for e in [*running.events, *([also] if also else [])]]
-        self._store.put_json(self._bucket, self._events_key(running.job.id), {"events": events})
+    def _heartbeat(self) -> None:
+        """Renew this gateway's leases; stop jobs another gateway took over; pass on cancel requests."""
+        interval = min(1.0, self.lease_s / 3)
+        jobs = schema.jobs.c
+        while not self._stopping.wait(interval):
+            with self._lock:
+                running = dict(self._running)
+            if not running:
+                continue
+            try:
+                with self.db.write() as tx:
+                    tx.execute(schema.jobs.update().where(jobs.owner == self.owner).where(jobs.id.in_(running))
+                               .values(lease_until=time.time() + self.lease_s))
+                    held = dict(tx.execute(sa.select(jobs.id, jobs.cancel_requested).where(jobs.id.in_(running))
+                                           .where(jobs.owner == self.owner)).all())
+            except Unavailable as exc:
+                log.warning("leases not renewed (%s)", exc.message)
+                continue
+            for job_id, ctx in running.items():
+                if job_id not in held:
+                    ctx._lost.set()
+                    ctx._fire()
+                elif held[job_id] and not ctx.cancelled:
+                    ctx._cancel.set()
+                    ctx._fire()
 
-    def _load_events(self, job_id: str) -> list[common_pb2.JobEvent]:
-        key = self._events_key(job_id)
-        if not self._store.exists(self._bucket, key):
-            return []
-        doc = self._store.get_json(self._bucket, key)
-        return [json_format.ParseDict(e, common_pb2.JobEvent(), ignore_unknown_fields=True) for e in doc["events"]]
+    # -- rows ------------------------------------------------------------------------------
 
     @staticmethod
-    def _events_key(job_id: str) -> str:
-        return f"job-events/{job_id}.json"
+    def _event(job: common_pb2.Job) -> common_pb2.JobEvent:
+        """The job's next event (its sequence taken), carrying the whole job when it is the last."""
+        job.last_sequence += 1
+        event = common_pb2.JobEvent(job_id=job.id, sequence=job.last_sequence, time=now(), state=job.state)
+        event.progress.CopyFrom(job.progress)
+        if job.state in TERMINAL:
+            event.job.CopyFrom(job)
+        return event
 
+    def _append(self, ctx: JobContext, event: common_pb2.JobEvent) -> None:
+        with self.db.write() as tx:
+            self._check_owner(tx, ctx.job.id)
+            self._write_events(tx, ctx.job, [event])
+        self._notify()
+
+    def _check_owner(self, tx: Connection, job_id: str) -> None:
+        held = tx.execute(schema.jobs.update().where(schema.jobs.c.id == job_id)
+                          .where(schema.jobs.c.owner == self.owner)
+                          .values(lease_until=time.time() + self.lease_s))
+        if not held.rowcount:
+            with self._lock:
+                ctx = self._running.get(job_id)
+            if ctx is not None:
+                ctx._lost.set()
+            raise LeaseLost(job_id)
+
+    @staticmethod
+    def _write_events(tx: Connection, job: common_pb2.Job, events: list[common_pb2.JobEvent]) -> None:
+        tx.execute(schema.job_events.insert(), [
+            {"job_id": job.id, "sequence": e.sequence, "body": e.SerializeToString()} for e in events])
+        tx.execute(schema.jobs.update().where(schema.jobs.c.id == job.id).values(
+            state=job.state, body=job.SerializeToString(), last_sequence=job.last_sequence))
+
+    def _step(self, job_id: str, name: str) -> bytes | None:
+        steps = schema.job_steps.c
+        with self.db.read() as tx:
+            return tx.execute(sa.select(steps.body).where(steps.job_id == job_id).where(steps.name == name)).scalar()
+
+    def _save_step(self, ctx: JobContext, name: str, result: Message) -> None:
+        with self.db.write() as tx:
+            self._check_owner(tx, ctx.job.id)
+            tx.execute(schema.job_steps.insert().values(job_id=ctx.job.id, name=name, body=result.SerializeToString()))
+
+    def _notify(self) -> None:
+        with self._stored:
+            self._stored.notify_all()
+
+
+def _unknown_kind(ctx: JobContext, _request: Message) -> None:
+    raise WorkbenchError(f"this gateway does not know jobs of kind {ctx.job.kind}; upgrade it")

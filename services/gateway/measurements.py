@@ -11,11 +11,14 @@ from services.gateway.workers import Workers, follow
 from workbench.v1 import benchmark_pb2, common_pb2, gateway_pb2
 
 MAX_DURATION_S = 600.0
+BENCHMARK, SWEEP = common_pb2.JOB_KIND_BENCHMARK, common_pb2.JOB_KIND_SWEEP
 
 
 class Measurements:
     def __init__(self, catalog: Catalog, jobs: JobManager, workers: Workers, bucket: str):
         self.catalog, self.jobs, self.workers, self.bucket = catalog, jobs, workers, bucket
+        jobs.register(BENCHMARK, gateway_pb2.BenchmarkProjectRequest, self._benchmark)
+        jobs.register(SWEEP, gateway_pb2.SweepProjectRequest, self._sweep)
 
     def _inputs(self, project_id: str) -> tuple[gateway_pb2.Project, common_pb2.ModelArtifact, common_pb2.DatasetArtifact]:
         project = self.catalog.projects.get(project_id, "project_id")
@@ -34,31 +37,32 @@ class Measurements:
         if config.iterations < 0:
             raise InvalidArgument("iterations must not be negative", field=f"{field}.iterations")
 
-    def _submit(self, kind: int, project_id: str, request_id: str, work) -> common_pb2.Job:
-        return self.jobs.for_request(kind, request_id) or \
-            self.jobs.submit(kind, work, project_id=project_id, request_id=request_id)
-
     def benchmark(self, request: gateway_pb2.BenchmarkProjectRequest) -> common_pb2.Job:
         self._check(request.config, "config")
-        project, model, dataset = self._inputs(request.project_id)
-        config = common_pb2.BenchmarkConfig()
-        config.CopyFrom(request.config)
-        config.device = config.device or project.device
-        call = benchmark_pb2.BenchmarkRequest(model=model, dataset=dataset, config=config)
-
-        def work(ctx: JobContext) -> common_pb2.JobOutput:
-            result = follow(ctx, "benchmark", self.workers.benchmark.Benchmark(call))
-            latest = self.catalog.projects.get(project.id, "project_id")
-            latest.last_benchmark.CopyFrom(result)
-            self.catalog.projects.put(latest)
-            return common_pb2.JobOutput(project_id=project.id, benchmark=result)
-
-        return self._submit(common_pb2.JOB_KIND_BENCHMARK, project.id, request.request_id, work)
+        return self.jobs.for_request(BENCHMARK, request.request_id) or self._submit(BENCHMARK, request)
 
     def sweep(self, request: gateway_pb2.SweepProjectRequest) -> common_pb2.Job:
         self._check(request.base, "base")
         if request.latency_limit_ms < 0:
             raise InvalidArgument("latency_limit_ms must not be negative", field="latency_limit_ms")
+        return self.jobs.for_request(SWEEP, request.request_id) or self._submit(SWEEP, request)
+
+    def _submit(self, kind: int, request) -> common_pb2.Job:
+        self._inputs(request.project_id)
+        return self.jobs.submit(kind, request, project_id=request.project_id, request_id=request.request_id)
+
+    def _benchmark(self, ctx: JobContext, request: gateway_pb2.BenchmarkProjectRequest) -> common_pb2.JobOutput:
+        project, model, dataset = self._inputs(request.project_id)
+        config = common_pb2.BenchmarkConfig()
+        config.CopyFrom(request.config)
+        config.device = config.device or project.device
+        call = benchmark_pb2.BenchmarkRequest(model=model, dataset=dataset, config=config)
+        result = follow(ctx, "benchmark", self.workers.benchmark.Benchmark(call))
+        ctx.on_success(lambda tx: self.catalog.projects.update(
+            project.id, "project_id", lambda latest: latest.last_benchmark.CopyFrom(result), tx))
+        return common_pb2.JobOutput(project_id=project.id, benchmark=result)
+
+    def _sweep(self, ctx: JobContext, request: gateway_pb2.SweepProjectRequest) -> common_pb2.JobOutput:
         project, model, dataset = self._inputs(request.project_id)
         base = common_pb2.BenchmarkConfig()
         base.CopyFrom(request.base)
@@ -68,15 +72,10 @@ class Measurements:
             infer_requests=request.infer_requests, latency_limit_ms=request.latency_limit_ms,
             output_bucket=self.bucket,
         )
-
-        def work(ctx: JobContext) -> common_pb2.JobOutput:
-            result = follow(ctx, "benchmark", self.workers.benchmark.Sweep(call))
-            latest = self.catalog.projects.get(project.id, "project_id")
-            latest.last_sweep.CopyFrom(result)
-            self.catalog.projects.put(latest)
-            return common_pb2.JobOutput(project_id=project.id, sweep=result)
-
-        return self._submit(common_pb2.JOB_KIND_SWEEP, project.id, request.request_id, work)
+        result = follow(ctx, "benchmark", self.workers.benchmark.Sweep(call))
+        ctx.on_success(lambda tx: self.catalog.projects.update(
+            project.id, "project_id", lambda latest: latest.last_sweep.CopyFrom(result), tx))
+        return common_pb2.JobOutput(project_id=project.id, sweep=result)
 
     def compare(self, first_id: str, second_id: str) -> gateway_pb2.CompareProjectsResponse:
         first = self.catalog.projects.get(first_id, "first_project_id")

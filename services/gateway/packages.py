@@ -21,14 +21,17 @@ from services.common.artifacts import download_ir
 from services.common.errors import FailedPrecondition
 from services.common.object_store import ObjectStore
 from services.common.pb import ir_from_pb
+from services.gateway import db as schema
+from services.gateway.db import Database
 from services.gateway.jobs import JobContext, JobManager, now
 from services.gateway.projects import Catalog
-from services.gateway.records import Records
+from services.gateway.records import Records, derived_id
 from workbench.v1 import common_pb2, gateway_pb2
 
 DOWNLOAD_EXPIRY = timedelta(hours=1)
 RUNTIME_MODULES = ("__init__.py", "errors.py", "model_info.py", "preprocess.py", "detection.py")
 REQUIREMENTS = ("openvino", "numpy", "opencv-python-headless")
+KIND = common_pb2.JOB_KIND_EXPORT_PACKAGE
 
 INFER = '''"""Detect objects in an image with the packaged OpenVINO model: python infer.py IMAGE [--device CPU]"""
 
@@ -87,39 +90,42 @@ preprocessing and decoding settings are in `model/model_info.json` (and inside `
 
 
 class Packages:
-    def __init__(self, catalog: Catalog, jobs: JobManager, store: ObjectStore, bucket: str):
+    def __init__(self, database: Database, catalog: Catalog, jobs: JobManager, store: ObjectStore, bucket: str):
         self.catalog, self.jobs, self.store, self.bucket = catalog, jobs, store, bucket
         self.records: Records[gateway_pb2.DeploymentPackage] = Records(
-            store, bucket, "packages", "pkg", gateway_pb2.DeploymentPackage)
+            database, schema.packages, "pkg", gateway_pb2.DeploymentPackage, lambda p: {"project_id": p.project_id})
+        jobs.register(KIND, gateway_pb2.ExportPackageRequest, self._run)
 
     def start(self, request: gateway_pb2.ExportPackageRequest) -> common_pb2.Job:
-        existing = self.jobs.for_request(common_pb2.JOB_KIND_EXPORT_PACKAGE, request.request_id)
+        existing = self.jobs.for_request(KIND, request.request_id)
         if existing:
             return existing
-        project = self.catalog.projects.get(request.project_id, "project_id")
+        self._inputs(request.project_id)
+        return self.jobs.submit(KIND, request, project_id=request.project_id, request_id=request.request_id)
+
+    def _inputs(self, project_id: str) -> tuple[gateway_pb2.Project, gateway_pb2.Model]:
+        project = self.catalog.projects.get(project_id, "project_id")
         if not project.model_id:
             raise FailedPrecondition(f"project {project.id} has no model", field="project_id")
-        model = self.catalog.models.get(project.model_id, "project.model_id")
+        return project, self.catalog.models.get(project.model_id, "project.model_id")
 
-        def work(ctx: JobContext) -> common_pb2.JobOutput:
-            package_id = self.records.new_id()
-            with tempfile.TemporaryDirectory(prefix="package-") as tmp:
-                ctx.progress("download", 0.1, "the IR")
-                xml = download_ir(self.store, ir_from_pb(model.artifact), Path(tmp) / "model")
-                archive = Path(tmp) / "package.tar.gz"
-                ctx.progress("pack", 0.5)
-                build_archive(archive, xml, dict(model.artifact.model_info), project.name, project.id,
-                              "INT8" if model.artifact.analysis.quantized else "FP32")
-                ctx.check_cancelled()
-                ref = self.store.put_file(self.bucket, f"packages/{package_id}/{_slug(project.name)}.tar.gz", archive)
-            package = gateway_pb2.DeploymentPackage(id=package_id, project_id=project.id, create_time=now())
-            package.archive.bucket, package.archive.key = ref.bucket, ref.key
-            package.archive.size, package.archive.sha256 = ref.size, ref.sha256
-            self.records.put(package)
-            return common_pb2.JobOutput(project_id=project.id, package_id=package_id)
-
-        return self.jobs.submit(common_pb2.JOB_KIND_EXPORT_PACKAGE, work, project_id=project.id,
-                                request_id=request.request_id)
+    def _run(self, ctx: JobContext, request: gateway_pb2.ExportPackageRequest) -> common_pb2.JobOutput:
+        project, model = self._inputs(request.project_id)
+        package_id = derived_id("pkg", ctx.job.id)
+        with tempfile.TemporaryDirectory(prefix="package-") as tmp:
+            ctx.progress("download", 0.1, "the IR")
+            xml = download_ir(self.store, ir_from_pb(model.artifact), Path(tmp) / "model")
+            archive = Path(tmp) / "package.tar.gz"
+            ctx.progress("pack", 0.5)
+            build_archive(archive, xml, dict(model.artifact.model_info), project.name, project.id,
+                          "INT8" if model.artifact.analysis.quantized else "FP32")
+            ctx.check_cancelled()
+            ref = self.store.put_file(self.bucket, f"packages/{package_id}/{_slug(project.name)}.tar.gz", archive)
+        package = gateway_pb2.DeploymentPackage(id=package_id, project_id=project.id, create_time=now())
+        package.archive.bucket, package.archive.key = ref.bucket, ref.key
+        package.archive.size, package.archive.sha256 = ref.size, ref.sha256
+        ctx.on_success(lambda tx: self.records.insert(package, tx))
+        return common_pb2.JobOutput(project_id=project.id, package_id=package_id)
 
     def get(self, package_id: str) -> gateway_pb2.GetPackageResponse:
         package = self.records.get(package_id, "package_id")

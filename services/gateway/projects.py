@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.object_store import ObjectStore
-from services.gateway.jobs import TERMINAL, JobManager, now
-from services.gateway.records import Records, RequestIndex, validate_id, validate_request_id
+from services.gateway import db as schema
+from services.gateway.db import Database
+from services.gateway.jobs import JobManager, now
+from services.gateway.records import Records, validate_id, validate_request_id
 from workbench.v1 import gateway_pb2
 
 MAX_NAME = 200
@@ -19,21 +22,24 @@ def validate_name(name: str, required: bool = True) -> str:
     return name
 
 
+def _project_columns(project: gateway_pb2.Project) -> dict:
+    return {"parent_id": project.parent_id or None, "model_id": project.model_id or None,
+            "dataset_id": project.dataset_id or None, "request_id": project.request_id or None}
+
+
 class Catalog:
     """The records the gateway keeps: models, datasets and projects."""
 
-    def __init__(self, store: ObjectStore, bucket: str, jobs: JobManager, requests: RequestIndex):
-        self.jobs, self.requests = jobs, requests
-        self.models: Records[gateway_pb2.Model] = Records(store, bucket, "models", "mdl", gateway_pb2.Model)
-        self.datasets: Records[gateway_pb2.Dataset] = Records(store, bucket, "datasets", "dst", gateway_pb2.Dataset)
-        self.projects: Records[gateway_pb2.Project] = Records(store, bucket, "projects", "prj", gateway_pb2.Project)
+    def __init__(self, database: Database, jobs: JobManager):
+        self.jobs = jobs
+        self.models: Records[gateway_pb2.Model] = Records(database, schema.models, "mdl", gateway_pb2.Model)
+        self.datasets: Records[gateway_pb2.Dataset] = Records(database, schema.datasets, "dst", gateway_pb2.Dataset)
+        self.projects: Records[gateway_pb2.Project] = Records(
+            database, schema.projects, "prj", gateway_pb2.Project, _project_columns)
 
     def create_project(self, request: gateway_pb2.CreateProjectRequest) -> gateway_pb2.Project:
         name = validate_name(request.name)
         validate_request_id(request.request_id)
-        existing = self.requests.lookup("project", request.request_id)
-        if existing:
-            return self.projects.get(existing, "request_id")
         if request.model_id:
             self.models.get(request.model_id, "model_id")
         if request.dataset_id:
@@ -44,13 +50,17 @@ class Catalog:
         )
         if request.HasField("accuracy_settings"):
             project.accuracy_settings.CopyFrom(request.accuracy_settings)
-        self.projects.put(project)
-        self.requests.remember("project", request.request_id, project.id)
-        return project
+        try:  # insert first: a retried request_id is the rare case, and the unique key settles races
+            return self.projects.insert(project)
+        except sa.exc.IntegrityError:  # the request_id is taken: return what the first call made
+            existing = self.projects.find(request_id=request.request_id)
+            if existing is None:
+                raise
+            return existing
 
     def delete_model(self, model_id: str) -> None:
         self.models.get(model_id, "model_id")
-        users = [p.id for p in self.projects.scan() if p.model_id == model_id]
+        users = self.projects.ids(model_id=model_id)
         if users:
             raise FailedPrecondition(f"model {model_id} is used by projects {', '.join(users)}", field="model_id")
         self.models.delete(model_id)
@@ -58,16 +68,16 @@ class Catalog:
     def list_projects(self, page_size: int, page_token: str, parent_id: str) -> tuple[list[gateway_pb2.Project], str]:
         if parent_id:
             validate_id(parent_id, "parent_id", "prj")
-        return self.projects.list(page_size, page_token, lambda p: not parent_id or p.parent_id == parent_id)
+        return self.projects.list(page_size, page_token, parent_id=parent_id or None)
 
     def delete_project(self, project_id: str) -> None:
         self.projects.get(project_id, "project_id")
-        children = [p.id for p in self.projects.scan() if p.parent_id == project_id]
+        children = self.projects.ids(parent_id=project_id)
         if children:
             raise FailedPrecondition(
                 f"project {project_id} has child projects {', '.join(children)}; delete them first", field="project_id"
             )
-        active = [j.id for j in self.jobs.records.scan() if j.project_id == project_id and j.state not in TERMINAL]
+        active = self.jobs.active(project_id)
         if active:
             raise FailedPrecondition(
                 f"project {project_id} has running jobs {', '.join(active)}; cancel them first", field="project_id"

@@ -1,28 +1,31 @@
-"""Durable records (projects, jobs, uploads...) stored as protobuf JSON objects.
+"""Durable records (projects, models, jobs, uploads...) as rows of the catalog database.
 
-All gateway state lives in object storage so a restarted or second gateway sees the same
-projects and jobs. Ids sort by creation time, so listing by key lists oldest first.
+Each kind of record is a table: the columns the gateway filters on, plus the protobuf message.
+Ids sort by creation time, so pages are walked by id (keyset pagination: the cost of a page does
+not grow with the number of records before it).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import secrets
 import time
 from typing import Callable, Generic, Iterator, TypeVar
 
-from google.protobuf import json_format
+import sqlalchemy as sa
 from google.protobuf.message import Message
+from sqlalchemy.engine import Connection
 
 from services.common.errors import InvalidArgument, NotFound
-from services.common.object_store import ObjectStore
+from services.gateway.db import Database
 
 M = TypeVar("M", bound=Message)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-# \Z, not $: "$" also matches before a trailing newline, which would let "prj-...\n" through to a key
+# \Z, not $: "$" also matches before a trailing newline, which would let "prj-...\n" through
 _ID = re.compile(r"^[a-z]{2,4}-[0-9a-f]{19}\Z")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
@@ -32,8 +35,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
 
 
+def derived_id(prefix: str, job_id: str) -> str:
+    """The id of the one record a job makes: the same on every attempt of the job, so a resumed job
+    cannot make a second one."""
+    return f"{prefix}-{job_id.partition('-')[2]}"
+
+
 def validate_id(value: str, field: str, prefix: str) -> str:
-    # Ids become object keys: anything but our own format is refused before it gets near one.
     if not value:
         raise InvalidArgument(f"{field} is required", field=field)
     if not _ID.match(value) or not value.startswith(prefix + "-"):
@@ -68,78 +76,99 @@ def decode_page_token(token: str, prefix: str) -> str | None:
 
 
 class Records(Generic[M]):
-    """One kind of record, one JSON object per record under `<folder>/<id>.json`."""
+    """One kind of record: a table whose `body` is the message and whose other columns come from it."""
 
-    def __init__(self, store: ObjectStore, bucket: str, folder: str, id_prefix: str, message: type[M]):
-        self.store, self.bucket, self.folder, self.id_prefix, self.message = store, bucket, folder, id_prefix, message
-        self.kind = folder.rstrip("s")
-
-    def key(self, record_id: str) -> str:
-        return f"{self.folder}/{record_id}.json"
+    def __init__(self, db: Database, table: sa.Table, id_prefix: str, message: type[M],
+                 columns: Callable[[M], dict] = lambda _: {}):
+        self.db, self.table, self.id_prefix, self.message, self.columns = db, table, id_prefix, message, columns
+        self.kind = table.name.rstrip("s")
 
     def new_id(self) -> str:
         return new_id(self.id_prefix)
 
-    def put(self, record: M) -> M:
-        doc = json_format.MessageToDict(record, preserving_proto_field_name=True)
-        self.store.put_json(self.bucket, self.key(record.id), doc)  # type: ignore[attr-defined]
+    @contextlib.contextmanager
+    def _using(self, tx: Connection | None, write: bool) -> Iterator[Connection]:
+        if tx is not None:
+            yield tx
+        else:
+            with self.db.write() if write else self.db.read() as connection:
+                yield connection
+
+    def _row(self, record: M) -> dict:
+        return {"id": record.id, "body": record.SerializeToString(), **self.columns(record)}  # type: ignore[attr-defined]
+
+    def _parse(self, body: bytes) -> M:
+        return self.message.FromString(body)
+
+    def insert(self, record: M, tx: Connection | None = None) -> M:
+        """Add a new record; a unique column already taken (a request_id) raises sqlalchemy's IntegrityError."""
+        with self._using(tx, write=True) as connection:
+            connection.execute(self.table.insert().values(**self._row(record)))
         return record
 
-    def get(self, record_id: str, field: str) -> M:
+    def put(self, record: M, tx: Connection | None = None) -> M:
+        """Store a record, new or changed."""
+        row = self._row(record)
+        with self._using(tx, write=True) as connection:
+            changed = connection.execute(self.table.update().where(self.table.c.id == row["id"]).values(**row))
+            if not changed.rowcount:
+                connection.execute(self.table.insert().values(**row))
+        return record
+
+    def update(self, record_id: str, field: str, change: Callable[[M], None], tx: Connection | None = None) -> M:
+        """Read, change and store a record in one transaction, the row locked: racing updates both land."""
+        with self._using(tx, write=True) as connection:
+            record = self._get(connection, record_id, field, lock=True)
+            change(record)
+            connection.execute(self.table.update().where(self.table.c.id == record_id).values(**self._row(record)))
+        return record
+
+    def get(self, record_id: str, field: str, tx: Connection | None = None) -> M:
         validate_id(record_id, field, self.id_prefix)
-        if not self.store.exists(self.bucket, self.key(record_id)):
+        with self._using(tx, write=False) as connection:
+            return self._get(connection, record_id, field)
+
+    def _get(self, connection: Connection, record_id: str, field: str, lock: bool = False) -> M:
+        query = sa.select(self.table.c.body).where(self.table.c.id == record_id)
+        body = connection.execute(query.with_for_update() if lock else query).scalar()
+        if body is None:
             raise NotFound(f"{self.kind} {record_id} not found", field=field)
-        return self._load(record_id)
+        return self._parse(body)
 
-    def find(self, record_id: str) -> M | None:
-        if not self.store.exists(self.bucket, self.key(record_id)):
-            return None
-        return self._load(record_id)
+    def find(self, tx: Connection | None = None, **where) -> M | None:
+        """The newest record whose columns equal `where`, or None."""
+        with self._using(tx, write=False) as connection:
+            query = self._where(sa.select(self.table.c.body), where).order_by(self.table.c.id.desc()).limit(1)
+            body = connection.execute(query).scalar()
+        return None if body is None else self._parse(body)
 
-    def delete(self, record_id: str) -> None:
-        self.store.delete(self.bucket, self.key(record_id))
+    def ids(self, limit: int = 10, tx: Connection | None = None, **where) -> list[str]:
+        """Up to `limit` ids of records whose columns equal `where`, oldest first."""
+        with self._using(tx, write=False) as connection:
+            query = self._where(sa.select(self.table.c.id), where).order_by(self.table.c.id).limit(limit)
+            return list(connection.execute(query).scalars())
 
-    def list(
-        self, page_size: int, page_token: str, keep: Callable[[M], bool] = lambda _: True
-    ) -> tuple[list[M], str]:
-        """A page of records in creation order, filtered by keep; returns (records, next_page_token)."""
+    def delete(self, record_id: str, tx: Connection | None = None) -> None:
+        with self._using(tx, write=True) as connection:
+            connection.execute(self.table.delete().where(self.table.c.id == record_id))
+
+    def list(self, page_size: int, page_token: str, **where) -> tuple[list[M], str]:
+        """A page of records in creation order whose columns equal `where` (None: any); returns
+        (records, next_page_token), the token empty on the last page."""
         size = page_size_of(page_size)
         after = decode_page_token(page_token, self.id_prefix)
-        page: list[M] = []
-        for record in self.scan(after):
-            if keep(record):
-                page.append(record)
-                if len(page) == size:
-                    return page, encode_page_token(record.id)  # type: ignore[attr-defined]
-        return page, ""
+        query = self._where(sa.select(self.table.c.id, self.table.c.body), where)
+        if after:
+            query = query.where(self.table.c.id > after)
+        # one more than a page tells whether another page follows
+        with self.db.read() as connection:
+            rows = connection.execute(query.order_by(self.table.c.id).limit(size + 1)).all()
+        page = [self._parse(row.body) for row in rows[:size]]
+        return page, encode_page_token(rows[size - 1].id) if len(rows) > size else ""
 
-    def scan(self, after_id: str | None = None) -> Iterator[M]:
-        start_after = self.key(after_id) if after_id else None
-        for ref in self.store.iter_objects(self.bucket, self.folder + "/", start_after=start_after):
-            if ref.key.endswith(".json"):
-                record = self.find(ref.key[len(self.folder) + 1 : -len(".json")])
-                if record is not None:  # deleted between list and get
-                    yield record
+    def _where(self, query, where: dict):
+        for column, value in where.items():
+            if value is not None:
+                query = query.where(self.table.c[column] == value)
+        return query
 
-    def _load(self, record_id: str) -> M:
-        doc = self.store.get_json(self.bucket, self.key(record_id))
-        return json_format.ParseDict(doc, self.message(), ignore_unknown_fields=True)
-
-
-class RequestIndex:
-    """request_id -> record id, so a retried create returns what the first attempt made."""
-
-    def __init__(self, store: ObjectStore, bucket: str):
-        self.store, self.bucket = store, bucket
-
-    def _key(self, kind: str, request_id: str) -> str:
-        return f"requests/{kind}/{request_id}.json"
-
-    def lookup(self, kind: str, request_id: str) -> str | None:
-        if not request_id or not self.store.exists(self.bucket, self._key(kind, request_id)):
-            return None
-        return self.store.get_json(self.bucket, self._key(kind, request_id))["id"]
-
-    def remember(self, kind: str, request_id: str, record_id: str) -> None:
-        if request_id:
-            self.store.put_json(self.bucket, self._key(kind, request_id), {"id": record_id})

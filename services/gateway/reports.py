@@ -7,6 +7,8 @@ from datetime import timedelta
 
 from services.common.errors import FailedPrecondition
 from services.common.object_store import ObjectStore
+from services.gateway import db as schema
+from services.gateway.db import Database
 from services.gateway.jobs import JobContext, JobManager, now
 from services.gateway.projects import Catalog
 from services.gateway.records import Records, validate_id
@@ -14,14 +16,17 @@ from services.gateway.workers import Workers, call, follow
 from workbench.v1 import accuracy_pb2, common_pb2, gateway_pb2
 
 DOWNLOAD_EXPIRY = timedelta(hours=1)
+KIND = common_pb2.JOB_KIND_EVALUATE
 
 
 class Reports:
-    def __init__(self, catalog: Catalog, jobs: JobManager, workers: Workers,
+    def __init__(self, database: Database, catalog: Catalog, jobs: JobManager, workers: Workers,
                  store: ObjectStore, bucket: str):
         self.catalog, self.jobs, self.workers = catalog, jobs, workers
         self.store, self.bucket = store, bucket
-        self.records: Records[gateway_pb2.Report] = Records(store, bucket, "reports", "rpt", gateway_pb2.Report)
+        self.records: Records[gateway_pb2.Report] = Records(
+            database, schema.reports, "rpt", gateway_pb2.Report, lambda r: {"project_id": r.project_id})
+        jobs.register(KIND, gateway_pb2.EvaluateProjectRequest, self._run)
 
     def _inputs(self, project: gateway_pb2.Project):
         if not project.model_id or not project.dataset_id:
@@ -30,25 +35,31 @@ class Reports:
                 self.catalog.datasets.get(project.dataset_id, "project.dataset_id").artifact)
 
     def start(self, request: gateway_pb2.EvaluateProjectRequest) -> common_pb2.Job:
-        existing = self.jobs.for_request(common_pb2.JOB_KIND_EVALUATE, request.request_id)
+        existing = self.jobs.for_request(KIND, request.request_id)
         if existing:
             return existing
+        self._plan(request)
+        return self.jobs.submit(KIND, request, project_id=request.project_id, request_id=request.request_id)
+
+    def _plan(self, request: gateway_pb2.EvaluateProjectRequest):
         project = self.catalog.projects.get(request.project_id, "project_id")
         self._inputs(project)
         parent = self.catalog.projects.get(project.parent_id, "project.parent_id") if project.parent_id else None
         settings = accuracy_pb2.AccuracySettings()
         settings.CopyFrom(project.accuracy_settings)
         settings.MergeFrom(request.settings)
+        return project, parent, settings
 
-        def work(ctx: JobContext) -> common_pb2.JobOutput:
-            parent_report = None
-            if parent is not None:
-                parent_report = self.latest(parent.id) or self._evaluate(ctx, parent, settings, None)
-            report = self._evaluate(ctx, project, settings, parent_report)
-            return common_pb2.JobOutput(project_id=project.id, report_id=report.id)
-
-        return self.jobs.submit(common_pb2.JOB_KIND_EVALUATE, work, project_id=project.id,
-                                request_id=request.request_id)
+    def _run(self, ctx: JobContext, request: gateway_pb2.EvaluateProjectRequest) -> common_pb2.JobOutput:
+        project, parent, settings = self._plan(request)
+        parent_report = None
+        if parent is not None:
+            parent_report = self.latest(parent.id)
+            if parent_report is None:  # stored at once: it stands on its own, and a resumed job reuses it
+                parent_report = self.records.insert(self._evaluate(ctx, parent, settings, None))
+        report = self._evaluate(ctx, project, settings, parent_report)
+        ctx.on_success(lambda tx: self.records.insert(report, tx))
+        return common_pb2.JobOutput(project_id=project.id, report_id=report.id)
 
     def _evaluate(self, ctx: JobContext, project: gateway_pb2.Project, settings: accuracy_pb2.AccuracySettings,
                   parent_report: gateway_pb2.Report | None) -> gateway_pb2.Report:
@@ -64,17 +75,15 @@ class Reports:
         if parent_report is not None:
             report.parent_id = parent_report.project_id
             report.parent_predictions.CopyFrom(parent_report.result.predictions)
-        self.records.put(report)
         return report
 
     def latest(self, project_id: str) -> gateway_pb2.Report | None:
-        found = [r for r in self.records.scan() if r.project_id == project_id]
-        return found[-1] if found else None
+        return self.records.find(project_id=project_id)
 
     def list(self, project_id: str, page_size: int, page_token: str):
         if project_id:
             validate_id(project_id, "project_id", "prj")
-        return self.records.list(page_size, page_token, lambda r: not project_id or r.project_id == project_id)
+        return self.records.list(page_size, page_token, project_id=project_id or None)
 
     def rows(self, request: gateway_pb2.ListReportRowsRequest, remaining_s: float | None = None
              ) -> gateway_pb2.ListReportRowsResponse:

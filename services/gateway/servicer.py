@@ -7,47 +7,80 @@ UNIMPLEMENTED (the generated base class), never a fake success.
 from __future__ import annotations
 
 import logging
+import threading
 
 import grpc
 
+from services.common.errors import Unavailable
 from services.common.object_store import ObjectStore
+from services.common.server import NOT_SERVING, SERVING, HealthServicer, Registration
 from services.common.settings import Settings
 from services.gateway.datasets import Datasets
+from services.gateway.db import Database
 from services.gateway.jobs import JobManager
 from services.gateway.measurements import Measurements
 from services.gateway.models import ModelImports
 from services.gateway.optimize import Optimizations
 from services.gateway.packages import Packages
 from services.gateway.projects import Catalog
-from services.gateway.records import RequestIndex, validate_id
 from services.gateway.reports import Reports
 from services.gateway.uploads import Uploads
 from services.gateway.workers import Workers
-from workbench.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from workbench.v1 import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
-class Gateway:
-    """The gateway's domain, wired to one object store."""
+DATABASE_CHECK_S = 2.0
 
-    def __init__(self, settings: Settings, store: ObjectStore):
+
+class Gateway:
+    """The gateway's domain, wired to one catalog database and one object store."""
+
+    def __init__(self, settings: Settings, store: ObjectStore, database: Database | None = None):
         store.ensure_bucket(settings.bucket)
-        requests = RequestIndex(store, settings.bucket)
-        self.jobs = JobManager(store, settings.bucket, requests, max_watchers=max(1, settings.max_workers // 2))
-        self.catalog = Catalog(store, settings.bucket, self.jobs, requests)
-        self.uploads = Uploads(store, settings.bucket, self.jobs, requests, settings.max_upload_bytes)
+        self.db = database or Database(settings.database_url)
+        self.db.migrate()
+        self.jobs = JobManager(self.db, lease_s=settings.job_lease_seconds, max_running=settings.max_jobs,
+                               max_watchers=max(1, settings.max_workers // 2))
+        self.catalog = Catalog(self.db, self.jobs)
+        self.uploads = Uploads(self.db, store, settings.bucket, self.jobs, settings.max_upload_bytes)
         workers = Workers(settings)
         self.model_imports = ModelImports(self.catalog, self.uploads, self.jobs, workers, settings.bucket)
         self.datasets = Datasets(self.catalog, self.uploads, self.jobs, workers, store, settings.bucket)
         self.measurements = Measurements(self.catalog, self.jobs, workers, settings.bucket)
         self.optimizations = Optimizations(self.catalog, self.jobs, workers, settings.bucket)
-        self.reports = Reports(self.catalog, self.jobs, workers, store, settings.bucket)
-        self.packages = Packages(self.catalog, self.jobs, store, settings.bucket)
+        self.reports = Reports(self.db, self.catalog, self.jobs, workers, store, settings.bucket)
+        self.packages = Packages(self.db, self.catalog, self.jobs, store, settings.bucket)
+        self._stopped = threading.Event()
 
-    def recover(self) -> int:
-        return self.jobs.recover()
+    def start(self, health: HealthServicer | None = None) -> None:
+        """Run jobs (this gateway's share of the queue) and, with health, report the database's."""
+        self.jobs.start()
+        if health is not None:
+            threading.Thread(target=self._watch_database, args=(health,), name="database-health", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.jobs.stop()
+        self.db.dispose()
+
+    def _watch_database(self, health: HealthServicer) -> None:
+        """NOT_SERVING while the catalog database cannot be reached: load balancers send calls elsewhere."""
+        serving = True
+        while not self._stopped.wait(DATABASE_CHECK_S):
+            try:
+                self.db.ping()
+                now_serving = True
+            except Unavailable as exc:
+                now_serving = False
+                if serving:
+                    log.error("%s", exc.message)
+            if now_serving != serving:
+                serving = now_serving
+                for name in ("", SERVICE_NAME):
+                    health.set(name, SERVING if serving else NOT_SERVING)
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -167,14 +200,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.GetJobResponse(job=self.gw.jobs.get(request.job_id))
 
     def ListJobs(self, request, context):
-        project_id, state = request.project_id, request.state
-        if project_id:  # a filter, but still an id: refuse what is not one, like every other project_id
-            validate_id(project_id, "project_id", "prj")
-
-        def keep(job: common_pb2.Job) -> bool:
-            return (not project_id or job.project_id == project_id) and (not state or job.state == state)
-
-        jobs, token = self.gw.jobs.records.list(request.page_size, request.page_token, keep)
+        jobs, token = self.gw.jobs.list(request.page_size, request.page_token, request.project_id, request.state)
         return gateway_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     def WatchJob(self, request, context: grpc.ServicerContext):
@@ -188,12 +214,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 def registrar(settings: Settings):
     """The `register` callback for services.common.server: build the gateway and add it to a server."""
 
-    def register(server: grpc.Server) -> list[str]:
+    def register(server: grpc.Server) -> Registration:
         gateway = Gateway(settings, ObjectStore.from_settings(settings))
-        interrupted = gateway.recover()
-        if interrupted:
-            log.warning("marked %d jobs interrupted by the previous gateway process as failed", interrupted)
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(gateway), server)
-        return [SERVICE_NAME]
+        return Registration([SERVICE_NAME], on_start=gateway.start, on_stop=gateway.stop)
 
     return register

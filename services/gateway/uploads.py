@@ -10,15 +10,20 @@ import re
 from datetime import timedelta
 from typing import Iterable, Iterator
 
+import sqlalchemy as sa
+
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from services.common.object_store import ObjectStore
-from services.gateway.jobs import JobContext, JobManager, now
-from services.gateway.records import Records, RequestIndex, validate_request_id
+from services.gateway import db as schema
+from services.gateway.db import Database
+from services.gateway.jobs import JobContext, JobManager, LeaseLost, now
+from services.gateway.records import Records, validate_request_id
 from workbench.v1 import common_pb2, gateway_pb2
 
 PRESIGN_EXPIRY = timedelta(hours=1)
 _FILE_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}\Z")  # \Z: "$" would let a trailing newline through
 HASH_CHUNK = 8 * 1024 * 1024
+VERIFY = common_pb2.JOB_KIND_VERIFY_UPLOAD
 
 
 def validate_file_name(name: str) -> str:
@@ -28,9 +33,11 @@ def validate_file_name(name: str) -> str:
 
 
 class Uploads:
-    def __init__(self, store: ObjectStore, bucket: str, jobs: JobManager, requests: RequestIndex, max_bytes: int):
-        self.store, self.bucket, self.jobs, self.requests, self.max_bytes = store, bucket, jobs, requests, max_bytes
-        self.records: Records[gateway_pb2.Upload] = Records(store, bucket, "uploads", "upl", gateway_pb2.Upload)
+    def __init__(self, database: Database, store: ObjectStore, bucket: str, jobs: JobManager, max_bytes: int):
+        self.store, self.bucket, self.jobs, self.max_bytes = store, bucket, jobs, max_bytes
+        self.records: Records[gateway_pb2.Upload] = Records(
+            database, schema.uploads, "upl", gateway_pb2.Upload, lambda u: {"request_id": u.request_id or None})
+        jobs.register(VERIFY, gateway_pb2.CompleteUploadRequest, self._verify)
 
     def object_key(self, upload_id: str) -> str:
         return f"uploads/{upload_id}/data"
@@ -56,33 +63,47 @@ class Uploads:
         validate_file_name(file_name)
         self._check_size(size)
         validate_request_id(request_id)
-        existing = self.requests.lookup("upload", request_id)
-        upload = self.records.get(existing, "request_id") if existing else None
+        upload = self._for_request(request_id)
         if upload is None:
             upload = gateway_pb2.Upload(
                 id=self.records.new_id(), file_name=file_name, state=gateway_pb2.UPLOAD_STATE_PENDING,
-                create_time=now(),
+                create_time=now(), request_id=request_id,
             )
             upload.object.bucket, upload.object.key, upload.object.size = self.bucket, self.object_key(upload.id), size
-            self.records.put(upload)
-            self.requests.remember("upload", request_id, upload.id)
+            upload = self._insert(upload)
         url = self.store.presigned_put(self.bucket, upload.object.key, PRESIGN_EXPIRY)
         return upload, url, PRESIGN_EXPIRY
+
+    def _for_request(self, request_id: str) -> gateway_pb2.Upload | None:
+        return self.records.find(request_id=request_id) if request_id else None
+
+    def _insert(self, upload: gateway_pb2.Upload) -> gateway_pb2.Upload:
+        try:
+            return self.records.insert(upload)
+        except sa.exc.IntegrityError:  # the same request_id raced in through another call or gateway
+            existing = self._for_request(upload.request_id)
+            if existing is None:
+                raise
+            return existing
 
     def complete(self, upload_id: str) -> common_pb2.Job:
         """Start the job that sizes and hashes what the client PUT."""
         upload = self.get(upload_id)
-        if upload.state != gateway_pb2.UPLOAD_STATE_PENDING:
-            raise FailedPrecondition(
-                f"upload {upload_id} is {gateway_pb2.UploadState.Name(upload.state)}, not PENDING", field="upload_id"
-            )
         if not self.store.exists(self.bucket, upload.object.key):
             raise FailedPrecondition(f"nothing was PUT to the URL of upload {upload_id} yet", field="upload_id")
-        upload.state = gateway_pb2.UPLOAD_STATE_VERIFYING
-        self.records.put(upload)
-        return self.jobs.submit(common_pb2.JOB_KIND_VERIFY_UPLOAD, lambda ctx: self._verify(ctx, upload))
 
-    def _verify(self, ctx: JobContext, upload: gateway_pb2.Upload) -> common_pb2.JobOutput:
+        def verifying(upload: gateway_pb2.Upload) -> None:
+            if upload.state != gateway_pb2.UPLOAD_STATE_PENDING:  # checked under the row lock: one job per upload
+                raise FailedPrecondition(f"upload {upload_id} is {gateway_pb2.UploadState.Name(upload.state)}, "
+                                         "not PENDING", field="upload_id")
+            upload.state = gateway_pb2.UPLOAD_STATE_VERIFYING
+
+        with self.records.db.write() as tx:
+            self.records.update(upload_id, "upload_id", verifying, tx)
+            return self.jobs.submit(VERIFY, gateway_pb2.CompleteUploadRequest(upload_id=upload_id), tx=tx)
+
+    def _verify(self, ctx: JobContext, request: gateway_pb2.CompleteUploadRequest) -> common_pb2.JobOutput:
+        upload = self.get(request.upload_id)
         try:
             stat = self.store.stat(self.bucket, upload.object.key)
             declared = upload.object.size
@@ -100,6 +121,8 @@ class Uploads:
             upload.state = gateway_pb2.UPLOAD_STATE_READY
             self.records.put(upload)
             return common_pb2.JobOutput(upload_id=upload.id)
+        except LeaseLost:  # handed over to another gateway, which goes on verifying
+            raise
         except BaseException as exc:
             # A rejected upload leaves nothing behind but its record, which says why.
             self.store.delete(self.bucket, upload.object.key)
@@ -117,10 +140,11 @@ class Uploads:
         validate_file_name(header.file_name)
         self._check_size(header.size)
         validate_request_id(header.request_id)
-        existing = self.requests.lookup("upload", header.request_id)
+        existing = self._for_request(header.request_id)
         if existing:
-            return self.get(existing, "request_id")
-        upload = gateway_pb2.Upload(id=self.records.new_id(), file_name=header.file_name, create_time=now())
+            return existing
+        upload = gateway_pb2.Upload(id=self.records.new_id(), file_name=header.file_name, create_time=now(),
+                                    request_id=header.request_id)
         ref = self.store.put_stream(self.bucket, self.object_key(upload.id), _ChunkReader(requests, self.max_bytes))
         if header.size and ref.size != header.size:
             self.store.delete(self.bucket, ref.key)
@@ -128,9 +152,10 @@ class Uploads:
         upload.state = gateway_pb2.UPLOAD_STATE_READY
         upload.object.bucket, upload.object.key = ref.bucket, ref.key
         upload.object.size, upload.object.sha256 = ref.size, ref.sha256
-        self.records.put(upload)
-        self.requests.remember("upload", header.request_id, upload.id)
-        return upload
+        stored = self._insert(upload)
+        if stored.id != upload.id:  # a retry of the same request won the race: its copy is the one kept
+            self.store.delete(self.bucket, ref.key)
+        return stored
 
 
 class _ChunkReader:

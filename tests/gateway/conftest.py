@@ -2,6 +2,14 @@ import dataclasses
 
 import pytest
 
+from tests.conftest import new_database_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str:
+    """The catalog and job suite runs on both engines."""
+    return new_database_url(request.param, request)
+
 
 @pytest.fixture
 def gateway_settings(s3_settings):
