@@ -19,8 +19,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# Contracts: buf's STANDARD lint, and no breaking change against the previous commit.
 lint: setup
 	cd protos && ../node_modules/.bin/buf lint
+	cd protos && ../node_modules/.bin/buf breaking --against '../.git#ref=HEAD~1,subdir=protos'
 
 test: setup lint
 	$(PY) -m pytest

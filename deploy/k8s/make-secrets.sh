@@ -37,3 +37,8 @@ done
 # The gateway's credential towards the workers, and the clients' bearer token.
 write workbench-internal-token "token=$(random 48)"
 write workbench-auth-token "token=$(random 48)"
+# The catalog database: the password of PostgreSQL's workbench role (set when its volume is first
+# initialised) and the URL the gateway dials with it (WORKBENCH_DATABASE_URL). For an external
+# PostgreSQL, edit url= afterwards (deploy/README.md).
+password=$(random 40)
+write catalog-database "password=$password" "url=postgresql://workbench:$password@postgres:5432/workbench"

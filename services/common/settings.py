@@ -54,6 +54,8 @@ class Settings:
     job_lease_seconds: float = 15.0
     # jobs one gateway runs at once (each mostly waits on a worker); the rest wait in the queue
     max_jobs: int = 8
+    # open WatchJob streams one gateway serves (they share one thread); past it, a retry hint
+    max_watchers: int = 10_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import secrets
 import socket
 import threading
@@ -30,6 +31,7 @@ from services.common.errors import Cancelled, FailedPrecondition, ResourceExhaus
 from services.gateway import db as schema
 from services.gateway.db import Database
 from services.gateway.records import Records, new_id, validate_id, validate_request_id
+from services.gateway.watches import Send, Watch, Watches
 from workbench.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -40,9 +42,7 @@ TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_
 PROGRESS_INTERVAL_S = 0.1
 PROGRESS_STEP = 0.05
 CLAIM_POLL_S = 0.5  # how often an idle gateway looks for queued jobs other gateways accepted
-WATCH_POLL_S = 0.2  # how often a watcher looks for events written by other gateways
 FINAL_SAVE_BACKOFF_S = (0.5, 10.0)  # first and longest wait between tries to store a job's end
-WATCH_RETRY_S = 1.0  # what a watcher turned away is told to wait
 
 
 def now() -> timestamp_pb2.Timestamp:
@@ -137,19 +137,16 @@ class JobContext:
 
 
 class JobManager:
-    def __init__(self, database: Database, *, lease_s: float = 15.0, max_running: int = 8, max_watchers: int = 8,
-                 owner: str = ""):
+    def __init__(self, database: Database, *, lease_s: float = 15.0, max_running: int = 8,
+                 max_watchers: int = 10_000, owner: str = ""):
         self.db, self.lease_s, self.max_running = database, lease_s, max_running
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.records: Records[common_pb2.Job] = Records(database, schema.jobs, "job", common_pb2.Job)
         self.handlers: dict[int, Handler] = {}
-        # each watch holds a server thread for as long as it lasts: past this many, watchers are turned
-        # away with a retry hint, so short calls always find a thread
-        self._watch_slots = threading.BoundedSemaphore(max_watchers)
+        self.watches = Watches(database, max_watchers)
         self._running: dict[str, JobContext] = {}
         self._lock = threading.Lock()
         self._wake, self._stopping = threading.Event(), threading.Event()
-        self._stored = threading.Condition()  # notified whenever this process stores an event
         self._threads: list[threading.Thread] = []
 
     def register(self, kind: int, request_type: type[Message], run: Work) -> None:
@@ -158,6 +155,7 @@ class JobManager:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.watches.start()
         for target, name in ((self._dispatch, "jobs-dispatch"), (self._heartbeat, "jobs-heartbeat")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -175,6 +173,7 @@ class JobManager:
             ctx._fire()
         for thread in self._threads:
             thread.join(timeout=5)
+        self.watches.stop()
         try:
             with self.db.write() as tx:
                 tx.execute(schema.jobs.update().where(schema.jobs.c.owner == self.owner)
@@ -251,33 +250,26 @@ class JobManager:
         self._notify()
         return job
 
-    def watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool]) -> Iterator[common_pb2.JobEvent]:
-        """Events after after_sequence in order, ending with the terminal one; from any gateway."""
-        if not self._watch_slots.acquire(blocking=False):
-            raise ResourceExhausted("too many job watches open at once; retry shortly or poll GetJob",
-                                    retry_after_s=WATCH_RETRY_S)
+    def open_watch(self, job_id: str, after_sequence: int, send: Send) -> Watch:
+        """Feed send() the job's events after after_sequence, in order, then send(None) after the terminal
+        one; from whichever gateway stored them. Holds no thread."""
+        self.records.get(job_id, "job_id")
+        return self.watches.open(job_id, after_sequence, send)
+
+    def watch(self, job_id: str, after_sequence: int = 0) -> Iterator[common_pb2.JobEvent]:
+        """The same, as an iterator: for in-process readers (tests, tools)."""
+        events: queue.Queue = queue.Queue()
+        watch = self.open_watch(job_id, after_sequence, lambda event, error=None: events.put((event, error)))
         try:
-            self.records.get(job_id, "job_id")
-            sent = after_sequence
             while True:
-                with self.db.read() as tx:
-                    bodies = tx.execute(
-                        sa.select(schema.job_events.c.body).where(schema.job_events.c.job_id == job_id)
-                        .where(schema.job_events.c.sequence > sent).order_by(schema.job_events.c.sequence)
-                        .limit(500)).scalars().all()
-                for body in bodies:
-                    event = common_pb2.JobEvent.FromString(body)
-                    yield event
-                    sent = event.sequence
-                    if event.state in TERMINAL:
-                        return
-                if not bodies:
-                    with self._stored:
-                        self._stored.wait(WATCH_POLL_S)
-                    if not is_active():
-                        return
+                event, error = events.get()
+                if event is None:
+                    if error is not None:
+                        raise error
+                    return
+                yield event
         finally:
-            self._watch_slots.release()
+            watch.close()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -467,8 +459,7 @@ class JobManager:
             tx.execute(schema.job_steps.insert().values(job_id=ctx.job.id, name=name, body=result.SerializeToString()))
 
     def _notify(self) -> None:
-        with self._stored:
-            self._stored.notify_all()
+        self.watches.notify()
 
 
 def _unknown_kind(ctx: JobContext, _request: Message) -> None:

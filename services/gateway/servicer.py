@@ -11,7 +11,8 @@ import threading
 
 import grpc
 
-from services.common.errors import Unavailable
+from services.common.errors import Unavailable, WorkbenchError
+from services.common.interceptors import to_grpc_status
 from services.common.object_store import ObjectStore
 from services.common.server import NOT_SERVING, SERVING, HealthServicer, Registration
 from services.common.settings import Settings
@@ -26,7 +27,7 @@ from services.gateway.projects import Catalog
 from services.gateway.reports import Reports
 from services.gateway.uploads import Uploads
 from services.gateway.workers import Workers
-from workbench.v1 import gateway_pb2, gateway_pb2_grpc
+from workbench.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
@@ -43,7 +44,7 @@ class Gateway:
         self.db = database or Database(settings.database_url)
         self.db.migrate()
         self.jobs = JobManager(self.db, lease_s=settings.job_lease_seconds, max_running=settings.max_jobs,
-                               max_watchers=max(1, settings.max_workers // 2))
+                               max_watchers=settings.max_watchers)
         self.catalog = Catalog(self.db, self.jobs)
         self.uploads = Uploads(self.db, store, settings.bucket, self.jobs, settings.max_upload_bytes)
         workers = Workers(settings)
@@ -203,9 +204,24 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         jobs, token = self.gw.jobs.list(request.page_size, request.page_token, request.project_id, request.state)
         return gateway_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
 
-    def WatchJob(self, request, context: grpc.ServicerContext):
-        for event in self.gw.jobs.watch(request.job_id, request.after_sequence, context.is_active):
-            yield gateway_pb2.WatchJobResponse(event=event)
+    def WatchJob(self, request, context: grpc.ServicerContext, send_response_callback):
+        def send(event: common_pb2.JobEvent | None, error: WorkbenchError | None = None) -> None:
+            if event is not None:
+                send_response_callback(gateway_pb2.WatchJobResponse(event=event))
+                return
+            if error is not None:
+                status = to_grpc_status(error)
+                context.set_code(status.code)
+                context.set_details(status.details)
+                context.set_trailing_metadata(status.trailing_metadata)
+            send_response_callback(None)
+
+        watch = self.gw.jobs.open_watch(request.job_id, request.after_sequence, send)
+        if not context.add_callback(watch.close):  # the call already ended
+            watch.close()
+
+    # one feeder thread serves every watch (services.gateway.watches), not a server thread each
+    WatchJob.experimental_non_blocking = True  # type: ignore[attr-defined]
 
     def CancelJob(self, request, context):
         return gateway_pb2.CancelJobResponse(job=self.gw.jobs.cancel(request.job_id))

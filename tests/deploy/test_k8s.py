@@ -4,16 +4,27 @@ Every overlay, with MinIO and with the SeaweedFS component, is rendered with `ku
 (skipped where kubectl is missing), every rendered resource is validated against the Kubernetes
 OpenAPI schema (kubernetes-validate, strict: unknown fields are errors), and the properties
 the deployment relies on are asserted: security settings, gRPC probes on the served port,
-resources, Secret and ConfigMap references, network policies, endpoints, scaling. yamllint
-checks the sources.
+resources, Secret and ConfigMap references, network policies, endpoints, scaling, and the
+catalog database (PostgreSQL: pinned, probed, on a volume, its password and the gateway's
+WORKBENCH_DATABASE_URL from a Secret, reachable from the gateway only). The overlays are
+rendered once more with components/external-database. yamllint checks the sources.
+
+The checks of the catalog database and of the gateway's replication are functions that return
+what is wrong; each is also run on renders with a mistake planted in them, and must name it.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import re
+import shutil
 import subprocess
 from dataclasses import fields
 from pathlib import Path
+from typing import Callable
+
+import sqlalchemy as sa
 
 import kubernetes_validate
 import pytest
@@ -21,7 +32,7 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from services.common.settings import DEFAULT_PORTS, Settings
-from tests.deploy.conftest import DEPLOY, K8S, OVERLAYS, REPO, VARIANTS
+from tests.deploy.conftest import DEPLOY, K8S, OVERLAYS, REPO, SEAWEEDFS_OFF, VARIANTS
 
 # The oldest Kubernetes the manifests are meant for, and the newest schema the installed
 # kubernetes-validate knows: a field removed or not yet there in either fails the check.
@@ -82,6 +93,60 @@ def matches(selector: dict, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
 
 
+def traffic_allowed(policies: list[dict], direction: str, pod_labels: dict, peer_labels: dict, port: int) -> bool:
+    """Whether a NetworkPolicy lets a pod of the namespace with peer_labels in (ingress) or out
+    (egress) of a pod with pod_labels, on port."""
+    for policy in policies:
+        if direction.capitalize() not in policy["spec"]["policyTypes"]:
+            continue
+        if not matches(policy["spec"]["podSelector"], pod_labels):
+            continue
+        for rule in policy["spec"].get(direction, []):
+            peers = rule.get("from" if direction == "ingress" else "to")
+            peer_ok = peers is None or any(
+                "podSelector" in peer and "namespaceSelector" not in peer and matches(peer["podSelector"], peer_labels)
+                for peer in peers)
+            port_ok = "ports" not in rule or any(p.get("port") == port for p in rule["ports"])
+            if peer_ok and port_ok:
+                return True
+    return False
+
+
+def workload_labels(resources: list[dict]) -> dict[str, dict]:
+    return {r["metadata"]["name"]: r["spec"]["template"]["metadata"]["labels"]
+            for r in resources if r["kind"] in WORKLOADS}
+
+
+def secret_value(resources: list[dict], name: str, key: str) -> str | None:
+    secret = by_kind(resources, "Secret").get(name)
+    if secret is None:
+        return None
+    if key in secret.get("stringData", {}):
+        return secret["stringData"][key]
+    if key in secret.get("data", {}):
+        return base64.b64decode(secret["data"][key]).decode()
+    return None
+
+
+def env_entries(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def schema_errors(resources: list[dict]) -> list[str]:
+    errors = []
+    for resource in resources:
+        name = f"{resource['kind']}/{resource['metadata']['name']}"
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(resource, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = ".".join(str(p) for p in exc.path)
+                errors.append(f"{name} (Kubernetes {version}): {path}: {exc.message}")
+            except kubernetes_validate.SchemaNotFoundError as exc:
+                errors.append(f"{name}: {exc.message}")
+    return errors
+
+
 # -- rendering and schema -------------------------------------------------------------------
 
 
@@ -94,17 +159,7 @@ def test_every_overlay_is_checked():
 def test_renders_and_validates_against_the_kubernetes_schema(render, variant):
     resources = render(variant)
     assert resources, f"overlays/{variant} rendered nothing"
-    errors = []
-    for resource in resources:
-        name = f"{resource['kind']}/{resource['metadata']['name']}"
-        for version in K8S_VERSIONS:
-            try:
-                kubernetes_validate.validate(resource, version, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                path = ".".join(str(p) for p in exc.path)
-                errors.append(f"{name} (Kubernetes {version}): {path}: {exc.message}")
-            except kubernetes_validate.SchemaNotFoundError as exc:
-                errors.append(f"{name}: {exc.message}")
+    errors = schema_errors(resources)
     assert not errors, "\n".join(errors)
 
 
@@ -272,9 +327,7 @@ def _references(spec: dict):
                 yield "ConfigMap", ref["configMapKeyRef"]["name"], ref["configMapKeyRef"]["key"]
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_every_secret_and_configmap_reference_resolves(render, variant):
-    resources = render(variant)
+def missing_references(resources: list[dict]) -> list[str]:
     available = {kind: {name: {**r.get("data", {}), **r.get("stringData", {})}
                         for name, r in by_kind(resources, kind).items()}
                  for kind in ("Secret", "ConfigMap")}
@@ -286,6 +339,12 @@ def test_every_secret_and_configmap_reference_resolves(render, variant):
                 missing.append(f"{where}: {kind} {name} is not in the render")
             elif key is not None and key not in available[kind][name]:
                 missing.append(f"{where}: {kind} {name} has no key {key}")
+    return missing
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_secret_and_configmap_reference_resolves(render, variant):
+    missing = missing_references(render(variant))
     assert not missing, "\n".join(missing)
 
 
@@ -376,23 +435,9 @@ def test_network_policies_deny_by_default_and_allow_only_the_paths_used(render, 
     assert dns, "no DNS egress"
 
     def allowed(direction: str, pod_labels: dict, peer_labels: dict, port: int) -> bool:
-        for policy in policies:
-            if direction.capitalize() not in policy["spec"]["policyTypes"]:
-                continue
-            if not matches(policy["spec"]["podSelector"], pod_labels):
-                continue
-            for rule in policy["spec"].get(direction, []):
-                peers = rule.get("from" if direction == "ingress" else "to")
-                peer_ok = peers is None or any(
-                    "podSelector" in peer and "namespaceSelector" not in peer and matches(peer["podSelector"], peer_labels)
-                    for peer in peers)
-                port_ok = "ports" not in rule or any(p.get("port") == port for p in rule["ports"])
-                if peer_ok and port_ok:
-                    return True
-        return False
+        return traffic_allowed(policies, direction, pod_labels, peer_labels, port)
 
-    labels = {r["metadata"]["name"]: r["spec"]["template"]["metadata"]["labels"]
-              for r in resources if r["kind"] in WORKLOADS}
+    labels = workload_labels(resources)
     store, s3_port = object_store(resources)
     store_labels = labels[store["metadata"]["name"]]
     # clients reach the gateway
@@ -414,12 +459,63 @@ def test_network_policies_deny_by_default_and_allow_only_the_paths_used(render, 
 # -- scaling --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_single_gateway_that_never_overlaps(render, variant):
-    gateway = by_kind(render(variant), "Deployment")["gateway"]
+def test_base_runs_one_gateway():
+    import yaml
+
+    (gateway,) = [d for d in yaml.safe_load_all((K8S / "base" / "services" / "gateway.yaml").read_text())
+                  if d and d["kind"] == "Deployment"]
     assert gateway["spec"]["replicas"] == 1
-    assert gateway["spec"]["strategy"]["type"] == "Recreate"
-    assert "gateway" not in by_kind(render(variant), "HorizontalPodAutoscaler")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gateway_rolls_without_an_outage(render, variant):
+    """Gateways share the catalog and take over each other's jobs: a new pod may start beside the
+    old one, and must be ready before the old one stops."""
+    strategy = by_kind(render(variant), "Deployment")["gateway"]["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert str(strategy["rollingUpdate"]["maxUnavailable"]) in ("0", "0%")
+
+
+def gateway_replication_problems(resources: list[dict]) -> list[str]:
+    """Production: at least two gateways (their autoscaler's minimum, if they have one), spread over
+    nodes, and one PodDisruptionBudget that keeps a gateway up and still lets a drain evict one."""
+    problems = []
+    deployment = by_kind(resources, "Deployment").get("gateway")
+    if deployment is None:
+        return ["no gateway Deployment"]
+    hpa = [h for h in by_kind(resources, "HorizontalPodAutoscaler").values()
+           if h["spec"]["scaleTargetRef"].get("kind") == "Deployment" and h["spec"]["scaleTargetRef"]["name"] == "gateway"]
+    replicas = hpa[0]["spec"].get("minReplicas", 1) if hpa else deployment["spec"].get("replicas", 1)
+    if replicas < 2:
+        problems.append(f"gateway: {replicas} replica(s){' at least (HPA)' if hpa else ''}, prod needs 2 or more")
+    spec = deployment["spec"]["template"]["spec"]
+    if not spec.get("topologySpreadConstraints"):
+        problems.append("gateway: replicas not spread over nodes (no topologySpreadConstraints)")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    budgets = [b for b in by_kind(resources, "PodDisruptionBudget").values() if matches(b["spec"]["selector"], labels)]
+    if len(budgets) != 1:
+        problems.append(f"gateway: {len(budgets)} PodDisruptionBudgets select its pods, needs exactly 1")
+    for budget in budgets:
+        name = budget["metadata"]["name"]
+        if "minAvailable" in budget["spec"]:
+            keep = budget["spec"]["minAvailable"]
+        elif "maxUnavailable" in budget["spec"]:
+            keep = replicas - budget["spec"]["maxUnavailable"] if isinstance(budget["spec"]["maxUnavailable"], int) else None
+        else:
+            keep = None
+        if not isinstance(keep, int):
+            problems.append(f"PodDisruptionBudget {name}: give minAvailable or maxUnavailable as a number")
+        elif keep < 1:
+            problems.append(f"PodDisruptionBudget {name}: lets every gateway be evicted at once")
+        elif keep >= replicas:
+            problems.append(f"PodDisruptionBudget {name}: keeps {keep} of {replicas} gateways, so a drain can evict none")
+    return problems
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.startswith("prod")])
+def test_prod_replicates_the_gateway_with_a_disruption_budget(render, variant):
+    problems = gateway_replication_problems(render(variant))
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v.startswith("dev")])
@@ -474,6 +570,425 @@ def test_object_store_keeps_its_data_on_a_persistent_volume(render, variant):
     jobs = by_kind(resources, "Job")
     assert "s3-setup" in jobs
     assert jobs["s3-setup"]["spec"].get("ttlSecondsAfterFinished"), "the Job could never run again"
+
+
+# -- catalog database -----------------------------------------------------------------------
+
+DATABASE_PORT = 5432
+
+
+def database(resources: list[dict]) -> dict | None:
+    """The in-cluster catalog database's StatefulSet (app.kubernetes.io/component=database)."""
+    found = [r for r in resources if r["kind"] == "StatefulSet"
+             and r["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "database"]
+    return found[0] if len(found) == 1 else None
+
+
+def database_problems(resources: list[dict]) -> list[str]:
+    """One PostgreSQL, its image pinned to an exact release, pg_isready probes, its data on a
+    PersistentVolumeClaim, its password from a Secret, writable scratch paths, reachable by name."""
+    stores = [r for r in resources if r["kind"] == "StatefulSet"
+              and r["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "database"]
+    if len(stores) != 1:
+        return [f"{len(stores)} StatefulSets labelled app.kubernetes.io/component=database, expected 1"]
+    (store,) = stores
+    problems = []
+    if store["spec"].get("replicas", 1) != 1:
+        problems.append("postgres: one server owns the volume, replicas must be 1")
+    spec = store["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    # pinned: the official image at an exact major.minor release (a digest too, where given)
+    image = container["image"]
+    name, _, tag = image.split("@")[0].rpartition(":")
+    if name.rsplit("/", 1)[-1] != "postgres" or not re.match(r"\d+\.\d+(-[a-z0-9.]+)?$", tag):
+        problems.append(f"postgres: image {image} is not the postgres image pinned to an exact release (16.13-...)")
+    # probes: the server accepts connections
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command = container.get(probe, {}).get("exec", {}).get("command", [])
+        if not command or command[0] != "pg_isready":
+            problems.append(f"postgres: no {probe} running pg_isready")
+    # data on the claim template's volume
+    claims = {c["metadata"]["name"]: c for c in store["spec"].get("volumeClaimTemplates", [])}
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    env = env_entries(container)
+    pgdata = env.get("PGDATA", {}).get("value", "/var/lib/postgresql/data")
+    on_claim = [mounts[n] for n in claims if n in mounts and (pgdata + "/").startswith(mounts[n].rstrip("/") + "/")]
+    if not on_claim:
+        problems.append(f"postgres: PGDATA ({pgdata}) is not on a volumeClaimTemplates volume (PVC)")
+    for claim in claims.values():
+        if "storage" not in claim["spec"].get("resources", {}).get("requests", {}):
+            problems.append(f"postgres: claim {claim['metadata']['name']} requests no storage")
+    # the password from a Secret, and no password-less access
+    password = env.get("POSTGRES_PASSWORD", {})
+    if "value" in password or "secretKeyRef" not in password.get("valueFrom", {}):
+        problems.append("postgres: POSTGRES_PASSWORD does not come from a Secret (secretKeyRef)")
+    if env.get("POSTGRES_HOST_AUTH_METHOD", {}).get("value") == "trust":
+        problems.append("postgres: POSTGRES_HOST_AUTH_METHOD=trust lets anyone in without a password")
+    # the root filesystem is read-only: the socket folder and /tmp must be volumes
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for path in ("/var/run/postgresql", "/tmp"):
+        volume = next((volumes.get(n) for n, p in mounts.items() if p == path), None)
+        if not volume or "emptyDir" not in volume:
+            problems.append(f"postgres: {path} is not an emptyDir volume (the root filesystem is read-only)")
+    # reachable: a Service on 5432 selects it, and its governing Service is headless
+    labels = store["spec"]["template"]["metadata"]["labels"]
+    services = by_kind(resources, "Service")
+    serving = [n for n, svc in services.items() if matches({"matchLabels": svc["spec"].get("selector", {})}, labels)
+               and svc["spec"].get("selector") and any(p["port"] == DATABASE_PORT for p in svc["spec"]["ports"])]
+    if not serving:
+        problems.append(f"postgres: no Service on port {DATABASE_PORT} selects it")
+    governing = services.get(store["spec"].get("serviceName", ""))
+    if governing is None or governing["spec"].get("clusterIP") != "None":
+        problems.append(f"postgres: serviceName {store['spec'].get('serviceName')} is not a headless Service")
+    return problems
+
+
+def database_url_problems(resources: list[dict]) -> list[str]:
+    """The gateway, and only the gateway, gets WORKBENCH_DATABASE_URL, from a Secret; the URL is a
+    PostgreSQL one and, with the in-cluster database, names its Service, user, database and password."""
+    problems = []
+    deployments = by_kind(resources, "Deployment")
+    if "gateway" not in deployments:
+        return ["no gateway Deployment"]
+    (container,) = deployments["gateway"]["spec"]["template"]["spec"]["containers"]
+    entries = [e for e in container.get("env", []) if e["name"] == "WORKBENCH_DATABASE_URL"]
+    if len(entries) != 1:
+        problems.append(f"gateway: {len(entries)} WORKBENCH_DATABASE_URL entries, expected 1 "
+                        "(without it the catalog is SQLite in an emptyDir, lost with the pod)")
+    for configmap in by_kind(resources, "ConfigMap").values():
+        if "WORKBENCH_DATABASE_URL" in configmap.get("data", {}):
+            problems.append(f"ConfigMap {configmap['metadata']['name']} holds WORKBENCH_DATABASE_URL (a password)")
+    for resource, spec in pod_specs(resources):
+        if resource["metadata"]["name"] != "gateway" and any(
+                e["name"] == "WORKBENCH_DATABASE_URL" for c in containers(spec) for e in c.get("env", [])):
+            problems.append(f"{resource['kind']}/{resource['metadata']['name']} gets WORKBENCH_DATABASE_URL: "
+                            "only the gateway uses the catalog")
+    if len(entries) != 1:
+        return problems
+    (entry,) = entries
+    ref = entry.get("valueFrom", {}).get("secretKeyRef")
+    if "value" in entry or ref is None:
+        return [*problems, "gateway: WORKBENCH_DATABASE_URL is not read from a Secret (secretKeyRef)"]
+    text = secret_value(resources, ref["name"], ref["key"])
+    if text is None:
+        return [*problems, f"gateway: Secret {ref['name']} has no key {ref['key']}"]
+    try:
+        url = sa.engine.make_url(text)
+    except sa.exc.ArgumentError:
+        return [*problems, f"Secret {ref['name']}/{ref['key']} is not a database URL"]
+    if url.get_backend_name() != "postgresql":
+        return [*problems, f"Secret {ref['name']}/{ref['key']}: {url.get_backend_name()}, not PostgreSQL"]
+    store = database(resources)
+    if store is None:  # an external database: its address is the operator's
+        return problems
+    (pg,) = store["spec"]["template"]["spec"]["containers"]
+    env = env_entries(pg)
+    service = by_kind(resources, "Service").get(url.host or "")
+    if service is None or not matches({"matchLabels": service["spec"].get("selector", {})},
+                                      store["spec"]["template"]["metadata"]["labels"]):
+        problems.append(f"database URL: host {url.host} is not a Service of the postgres StatefulSet")
+    elif (url.port or DATABASE_PORT) not in {p["port"] for p in service["spec"]["ports"]}:
+        problems.append(f"database URL: port {url.port} is not served by Service {url.host}")
+    for field_, name in ((url.username, "POSTGRES_USER"), (url.database, "POSTGRES_DB")):
+        if field_ != env.get(name, {}).get("value"):
+            problems.append(f"database URL: {field_!r} is not the server's {name} {env.get(name, {}).get('value')!r}")
+    password_ref = env.get("POSTGRES_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
+    if password_ref and url.password != secret_value(resources, password_ref["name"], password_ref["key"]):
+        problems.append("database URL: its password is not POSTGRES_PASSWORD's")
+    return problems
+
+
+def database_network_problems(resources: list[dict]) -> list[str]:
+    """The gateway reaches PostgreSQL on 5432; no other pod, namespace or address may."""
+    problems = []
+    policies = list(by_kind(resources, "NetworkPolicy").values())
+    store = database(resources)
+    if store is None:
+        return ["no database StatefulSet"]
+    db_labels = store["spec"]["template"]["metadata"]["labels"]
+    labels = workload_labels(resources)
+    if not traffic_allowed(policies, "egress", labels["gateway"], db_labels, DATABASE_PORT):
+        problems.append("gateway -> database: egress not allowed")
+    if not traffic_allowed(policies, "ingress", db_labels, labels["gateway"], DATABASE_PORT):
+        problems.append("gateway -> database: ingress not allowed")
+    # every ingress rule that opens the database's port admits gateway pods and nothing else
+    for policy in policies:
+        if "Ingress" not in policy["spec"]["policyTypes"] or not matches(policy["spec"]["podSelector"], db_labels):
+            continue
+        name = policy["metadata"]["name"]
+        for rule in policy["spec"].get("ingress", []):
+            if "ports" in rule and not any(p.get("port") in (DATABASE_PORT, "postgresql") for p in rule["ports"]):
+                continue
+            peers = rule.get("from")
+            if not peers:
+                problems.append(f"NetworkPolicy {name}: admits any source to the database")
+                continue
+            for peer in peers:
+                if "podSelector" not in peer or "namespaceSelector" in peer or "ipBlock" in peer:
+                    problems.append(f"NetworkPolicy {name}: admits {peer} (other namespaces or addresses)")
+                    continue
+                if not peer["podSelector"].get("matchLabels"):
+                    problems.append(f"NetworkPolicy {name}: admits every pod of the namespace to the database")
+                    continue
+                others = sorted(w for w, lbls in labels.items() if w != "gateway" and matches(peer["podSelector"], lbls))
+                if others:
+                    problems.append(f"NetworkPolicy {name}: admits {others} to the database")
+    return problems
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_postgres_is_pinned_probed_persistent_and_secret(render, variant):
+    problems = database_problems(render(variant))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gateway_reads_the_database_url_from_a_secret(render, variant):
+    problems = database_url_problems(render(variant))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_only_the_gateway_reaches_the_database(render, variant):
+    problems = database_network_problems(render(variant))
+    assert not problems, "\n".join(problems)
+
+
+# -- planted mistakes: each check must name what is wrong -------------------------------------
+
+
+def find(resources: list[dict], kind: str, name: str) -> dict:
+    (found,) = [r for r in resources if r["kind"] == kind and r["metadata"]["name"] == name]
+    return found
+
+
+def postgres_container(resources: list[dict]) -> dict:
+    return database(resources)["spec"]["template"]["spec"]["containers"][0]
+
+
+def gateway_container(resources: list[dict]) -> dict:
+    return find(resources, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]
+
+
+def set_env(container: dict, name: str, entry: dict) -> None:
+    container["env"] = [e for e in container.get("env", []) if e["name"] != name] + [{"name": name, **entry}]
+
+
+def remove(kind: str, name: str) -> Callable[[list[dict]], None]:
+    def change(resources: list[dict]) -> None:
+        resources.remove(find(resources, kind, name))
+    return change
+
+
+def find_secret(resources: list[dict], prefix: str) -> str:
+    """The generated name (with its content hash) of the Secret named prefix."""
+    (name,) = [n for n in by_kind(resources, "Secret") if n == prefix or n.startswith(prefix + "-")]
+    return name
+
+
+def set_secret(resources: list[dict], name: str, key: str, value: str) -> None:
+    find(resources, "Secret", find_secret(resources, name))["data"][key] = base64.b64encode(value.encode()).decode()
+
+
+def _both(*changes: Callable[[list[dict]], None]) -> Callable[[list[dict]], None]:
+    def change(resources):
+        for c in changes:
+            c(resources)
+    return change
+
+
+def _no_claims(resources):
+    store = database(resources)
+    store["spec"].pop("volumeClaimTemplates")
+    container = store["spec"]["template"]["spec"]["containers"][0]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "data"]
+    store["spec"]["template"]["spec"]["volumes"].append({"name": "data", "emptyDir": {}})
+    container["volumeMounts"].append({"name": "data", "mountPath": "/var/lib/postgresql/data"})
+
+
+def _peer(policy_name: str, peer: dict | None):
+    def change(resources):
+        rule = find(resources, "NetworkPolicy", policy_name)["spec"]["ingress"][0]
+        if peer is None:
+            rule.pop("from")
+        else:
+            rule["from"].append(peer)
+    return change
+
+
+def _configmap_url(resources):
+    (endpoints,) = [c for n, c in by_kind(resources, "ConfigMap").items() if n.startswith("workbench-endpoints")]
+    endpoints["data"]["WORKBENCH_DATABASE_URL"] = "postgresql://workbench:secret@postgres:5432/workbench"
+
+
+def _budget(**spec):
+    def change(resources):
+        find(resources, "PodDisruptionBudget", "gateway")["spec"].update(spec)
+    return change
+
+
+def _gateway_hpa(min_replicas: int):
+    def change(resources):
+        resources.append({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "gateway"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gateway"},
+                     "minReplicas": min_replicas, "maxReplicas": 4}})
+    return change
+
+
+# (check, overlay, mistake planted in its render, words the check's report must contain)
+PLANTED = {
+    # the PostgreSQL StatefulSet
+    "postgres-latest": (database_problems, "dev",
+                        lambda r: postgres_container(r).update(image="postgres:latest"), "not the postgres image pinned"),
+    "postgres-untagged": (database_problems, "dev",
+                          lambda r: postgres_container(r).update(image="postgres"), "not the postgres image pinned"),
+    "postgres-major-only": (database_problems, "dev",
+                            lambda r: postgres_container(r).update(image="postgres:16-bookworm"),
+                            "not the postgres image pinned"),
+    "postgres-no-readiness": (database_problems, "dev",
+                              lambda r: postgres_container(r).pop("readinessProbe"), "no readinessProbe"),
+    "postgres-no-liveness": (database_problems, "dev",
+                             lambda r: postgres_container(r).pop("livenessProbe"), "no livenessProbe"),
+    "postgres-tcp-probe": (database_problems, "dev",
+                           lambda r: postgres_container(r).update(readinessProbe={"tcpSocket": {"port": 5432}}),
+                           "no readinessProbe running pg_isready"),
+    "postgres-no-pvc": (database_problems, "dev", _no_claims, "not on a volumeClaimTemplates volume"),
+    "postgres-pgdata-off-volume": (database_problems, "dev",
+                                   lambda r: set_env(postgres_container(r), "PGDATA", {"value": "/srv/pgdata"}),
+                                   "not on a volumeClaimTemplates volume"),
+    "postgres-literal-password": (database_problems, "dev",
+                                  lambda r: set_env(postgres_container(r), "POSTGRES_PASSWORD", {"value": "hunter2"}),
+                                  "POSTGRES_PASSWORD does not come from a Secret"),
+    "postgres-trust": (database_problems, "dev",
+                       lambda r: set_env(postgres_container(r), "POSTGRES_HOST_AUTH_METHOD", {"value": "trust"}),
+                       "trust"),
+    "postgres-two-replicas": (database_problems, "dev", lambda r: database(r)["spec"].update(replicas=2),
+                              "replicas must be 1"),
+    "postgres-missing": (database_problems, "dev", remove("StatefulSet", "postgres"), "0 StatefulSets"),
+    "postgres-no-service": (database_problems, "dev",
+                            _both(remove("Service", "postgres"), remove("Service", "postgres-headless")),
+                            "no Service on port 5432"),
+    "postgres-governing-not-headless": (database_problems, "prod",
+                                        lambda r: find(r, "Service", "postgres-headless")["spec"].pop("clusterIP"),
+                                        "not a headless Service"),
+    "postgres-tmp-not-writable": (database_problems, "prod",
+                                  lambda r: postgres_container(r).update(volumeMounts=[
+                                      m for m in postgres_container(r)["volumeMounts"] if m["mountPath"] != "/tmp"]),
+                                  "/tmp is not an emptyDir"),
+    # only the gateway reaches PostgreSQL
+    "network-workers-admitted": (database_network_problems, "dev",
+                                 _peer("database-from-gateway",
+                                       {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}}}),
+                                 "admits ['accuracy', 'benchmark', 'converter', 'quantizer']"),
+    "network-s3-clients-admitted": (database_network_problems, "prod",
+                                    _peer("database-from-gateway",
+                                          {"podSelector": {"matchLabels": {"workbench/s3-client": "true"}}}),
+                                    "s3-setup"),
+    "network-every-pod": (database_network_problems, "dev", _peer("database-from-gateway", {"podSelector": {}}),
+                          "admits every pod of the namespace"),
+    "network-other-namespaces": (database_network_problems, "dev",
+                                 _peer("database-from-gateway", {"namespaceSelector": {}}), "other namespaces"),
+    "network-any-source": (database_network_problems, "dev", _peer("database-from-gateway", None), "any source"),
+    "network-no-ingress": (database_network_problems, "dev", remove("NetworkPolicy", "database-from-gateway"),
+                           "ingress not allowed"),
+    "network-no-egress": (database_network_problems, "prod", remove("NetworkPolicy", "gateway-to-database"),
+                          "egress not allowed"),
+    # the gateway's WORKBENCH_DATABASE_URL
+    "url-literal": (database_url_problems, "dev",
+                    lambda r: set_env(gateway_container(r), "WORKBENCH_DATABASE_URL",
+                                      {"value": "postgresql://workbench:secret@postgres:5432/workbench"}),
+                    "not read from a Secret"),
+    "url-missing": (database_url_problems, "prod",
+                    lambda r: gateway_container(r).update(
+                        env=[e for e in gateway_container(r)["env"] if e["name"] != "WORKBENCH_DATABASE_URL"]),
+                    "0 WORKBENCH_DATABASE_URL entries"),
+    "url-in-configmap": (database_url_problems, "dev", _configmap_url, "holds WORKBENCH_DATABASE_URL"),
+    "url-to-a-worker": (database_url_problems, "dev",
+                        lambda r: set_env(find(r, "Deployment", "converter")["spec"]["template"]["spec"]["containers"][0],
+                                          "WORKBENCH_DATABASE_URL", dict(env_entries(gateway_container(r))
+                                                                         ["WORKBENCH_DATABASE_URL"])),
+                        "Deployment/converter gets WORKBENCH_DATABASE_URL"),
+    "url-wrong-host": (database_url_problems, "prod",
+                       lambda r: set_secret(r, "catalog-database", "url",
+                                            secret_value(r, find_secret(r, "catalog-database"), "url")
+                                            .replace("@postgres:", "@minio:")),
+                       "not a Service of the postgres StatefulSet"),
+    "url-wrong-password": (database_url_problems, "prod",
+                           lambda r: set_secret(r, "catalog-database", "password", "not-the-url-one"),
+                           "password is not POSTGRES_PASSWORD's"),
+    "url-sqlite": (database_url_problems, "dev",
+                   lambda r: set_secret(r, "catalog-database", "url", "sqlite:////tmp/catalog.db"), "not PostgreSQL"),
+    # prod: replicated gateway with a disruption budget
+    "prod-one-gateway": (gateway_replication_problems, "prod",
+                         lambda r: find(r, "Deployment", "gateway")["spec"].update(replicas=1), "1 replica(s)"),
+    "prod-gateway-hpa-min-1": (gateway_replication_problems, "prod", _gateway_hpa(1), "at least (HPA)"),
+    "prod-no-gateway-budget": (gateway_replication_problems, "prod", remove("PodDisruptionBudget", "gateway"),
+                               "0 PodDisruptionBudgets"),
+    "prod-budget-selects-another": (gateway_replication_problems, "prod",
+                                    _budget(selector={"matchLabels": {"app.kubernetes.io/name": "converter"}}),
+                                    "0 PodDisruptionBudgets"),
+    "prod-budget-blocks-drains": (gateway_replication_problems, "prod", _budget(minAvailable=2), "can evict none"),
+    "prod-budget-keeps-none": (gateway_replication_problems, "prod", _budget(minAvailable=0), "every gateway"),
+    "prod-gateway-not-spread": (gateway_replication_problems, "prod",
+                                lambda r: find(r, "Deployment", "gateway")["spec"]["template"]["spec"]
+                                .pop("topologySpreadConstraints"), "not spread"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(PLANTED))
+def test_checks_catch_planted_mistakes(render, mistake):
+    check, overlay, plant, expected = PLANTED[mistake]
+    resources = render(overlay)
+    assert not check(resources), f"{check.__name__} finds problems in overlays/{overlay} as shipped"
+    broken = copy.deepcopy(resources)
+    plant(broken)
+    problems = check(broken)
+    assert any(expected in p for p in problems), f"{check.__name__} missed {mistake}: {problems}"
+    assert check(resources) == [], "the planted mistake leaked into the cached render"
+
+
+# -- an external PostgreSQL -----------------------------------------------------------------
+
+EXTERNAL_DATABASE_ON = "components:\n  - ../../components/external-database\n"
+
+
+@pytest.fixture(scope="module")
+def render_external(k8s_copy, render):
+    """render_external(overlay): the overlay with components/external-database, as deploy/README.md
+    says to switch it on."""
+    def _render(name: str) -> list[dict]:
+        variant = k8s_copy / "overlays" / f"{name}+external-database"
+        if not variant.exists():
+            shutil.copytree(k8s_copy / "overlays" / name, variant)
+            kustomization = (variant / "kustomization.yaml").read_text()
+            assert "../../components/external-database" in kustomization, \
+                f"overlays/{name} does not mention components/external-database"
+            (variant / "kustomization.yaml").write_text(kustomization.replace(SEAWEEDFS_OFF, EXTERNAL_DATABASE_ON))
+        return render(variant.name)
+
+    return _render
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_external_database_component(render_external, overlay):
+    resources = render_external(overlay)
+    errors = schema_errors(resources) + missing_references(resources)
+    assert not errors, "\n".join(errors)
+    # the in-cluster PostgreSQL is gone, all of it
+    assert database(resources) is None
+    assert not [f"{r['kind']}/{r['metadata']['name']}" for r in resources
+                if r["metadata"]["name"].startswith("postgres") or r["metadata"]["name"] == "database-from-gateway"]
+    # the gateway still reads the URL from the Secret, and may leave the cluster on 5432 only
+    problems = database_url_problems(resources)
+    assert not problems, "\n".join(problems)
+    egress = find(resources, "NetworkPolicy", "gateway-to-database")["spec"]["egress"]
+    assert [p["port"] for rule in egress for p in rule["ports"]] == [DATABASE_PORT]
+    assert all("ipBlock" in peer for rule in egress for peer in rule["to"])
+    assert matches(find(resources, "NetworkPolicy", "gateway-to-database")["spec"]["podSelector"],
+                   workload_labels(resources)["gateway"])
+    if overlay == "prod":
+        assert not gateway_replication_problems(resources)
 
 
 # -- sources --------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ import pytest
 from tests.deploy.conftest import K8S, REPO
 
 SERVICES = ["gateway", "converter", "quantizer", "benchmark", "accuracy"]
-SECRETS = ["s3-root", *(f"s3-{s}" for s in SERVICES), "workbench-internal-token", "workbench-auth-token"]
+SECRETS = ["s3-root", *(f"s3-{s}" for s in SERVICES), "workbench-internal-token", "workbench-auth-token",
+           "catalog-database"]
 MINIO_SETUP = K8S / "base" / "object-store" / "minio-setup.sh"
 SEAWEEDFS = K8S / "components" / "seaweedfs"
 
@@ -55,6 +56,12 @@ def test_make_secrets_writes_private_random_credentials_once(tmp_path):
     first = {name: read_env_file(path) for name, path in files.items()}
     for name, values in first.items():
         assert stat.S_IMODE(files[name].stat().st_mode) == 0o600, name
+        if name == "catalog-database":
+            assert set(values) == {"password", "url"}
+            assert values["password"].isalnum() and len(values["password"]) >= 40
+            # the gateway's URL carries the same password, to the in-cluster Service
+            assert values["url"] == f"postgresql://workbench:{values['password']}@postgres:5432/workbench"
+            continue
         assert set(values) == ({"token"} if name.startswith("workbench-") else {"access-key", "secret-key"})
         for value in values.values():
             assert value.isalnum() or value.replace("-", "").isalnum(), value
@@ -183,7 +190,8 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _statefulset_args(render) -> list[str]:
-    (statefulset,) = [r for r in render("dev+seaweedfs") if r["kind"] == "StatefulSet"]
+    (statefulset,) = [r for r in render("dev+seaweedfs")
+                      if r["kind"] == "StatefulSet" and r["metadata"]["name"] == "seaweedfs"]
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["/usr/bin/weed"]
     return container["args"]

@@ -46,7 +46,7 @@ class Faults:
 
     def restore(self) -> None:
         """Start whatever is down (`workbench up`) and wait until everything is SERVING."""
-        self.stack.up()
+        up(self.stack)
 
     def objects(self) -> dict[str, int]:
         """Every published object in the bucket (staging under _tmp/ excluded), by key, with its size."""
@@ -60,13 +60,25 @@ class Faults:
         return sorted(key for key in self.published if key not in present)
 
 
+# a short lease: a killed gateway's jobs are taken over within seconds, not the default 15
+SHORT_LEASE = {"WORKBENCH_JOB_LEASE_SECONDS": "3"}
+
+
+def up(stack: LocalStack, **env: str) -> None:
+    """`workbench up`, with the short lease and any other WORKBENCH_* settings in env."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**SHORT_LEASE, **env}.items():
+            patch.setenv(name, value)
+        stack.up()
+
+
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("stack"), free_ports=True)
     client = WorkbenchClient(stack.address(), timeout=60)
     faults = Faults(stack, client)
     try:
-        stack.up()  # inside the try: a stack that fails half-way up is still taken down
+        up(stack)  # inside the try: a stack that fails half-way up is still taken down
         yield faults
         report = os.environ.get("WORKBENCH_RELIABILITY_OUT")
         if report:  # bench/reliability.py collects this

@@ -67,25 +67,24 @@ def test_a_service_killed_mid_job_fails_the_job_naming_it_and_a_retry_succeeds(f
     assert retry.state == common_pb2.JOB_STATE_SUCCEEDED
 
 
-def test_gateway_restart_keeps_finished_work_and_marks_running_jobs_interrupted(faults, parent):
+def test_a_gateway_killed_mid_job_resumes_it_once_restarted_and_keeps_finished_work(faults, parent):
     client = faults.client
     finished = list(client.list_jobs())
     before, objects = catalog(client), faults.objects()
-    running = client.benchmark_project(parent.id, common_pb2.BenchmarkConfig(duration_seconds=30, random_inputs=True))
+    running = client.benchmark_project(parent.id, common_pb2.BenchmarkConfig(duration_seconds=6, random_inputs=True))
     wait_for_stage(client, running.id, "measure")
     faults.kill("gateway")
     faults.restore()
 
-    interrupted = client.get_job(running.id)  # the client's channel reconnects by itself
-    assert interrupted.state == common_pb2.JOB_STATE_FAILED and "interrupted" in interrupted.error
+    events = list(client.watch_job(running.id))  # the client's channel reconnects by itself
+    assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED, events[-1].job.error
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert any("resumed (attempt 2)" in e.progress.message for e in events)
+    assert client.get_project(parent.id).last_benchmark.throughput_fps > 0
     assert catalog(client) == before
     after = {job.id: job for job in client.list_jobs()}
     assert all(after[job.id].state == job.state for job in finished)
     assert objects.items() <= faults.objects().items()
-    # the benchmark service noticed its caller was gone and stopped: the next measurement runs at once
-    start = time.monotonic()
-    client.wait_job(client.benchmark_project(parent.id, QUICK_BENCHMARK).id)
-    assert time.monotonic() - start < 25
 
 
 def test_s3_outage_mid_upload_is_unavailable_and_publishes_nothing(faults, tmp_path):
@@ -104,8 +103,9 @@ def test_s3_outage_mid_upload_is_unavailable_and_publishes_nothing(faults, tmp_p
         client.stub.UploadFile(messages(), timeout=120)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     with pytest.raises(WorkbenchError) as err:  # every call that needs storage says so while it is gone
-        client.create_project("during the outage")
+        client.upload_file(DATA / "images" / "dog.jpg")
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    assert client.create_project("during the outage").id  # the catalog does not need the object store
     assert client.health() == "SERVING"
 
     faults.restore()
@@ -123,7 +123,7 @@ def test_s3_outage_mid_quantization_fails_the_job_and_nothing_half_made_remains(
         preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE))
     wait_for_stage(client, job.id, "statistics")
     faults.stop_s3()
-    ended = list(client.watch_job(job.id))[-1]  # the end reaches watchers from memory
+    ended = list(client.watch_job(job.id))[-1]
     assert ended.state == common_pb2.JOB_STATE_FAILED and ended.job.failed_service == "quantizer"
     assert client.get_job(job.id).state == common_pb2.JOB_STATE_FAILED
 
@@ -132,9 +132,6 @@ def test_s3_outage_mid_quantization_fails_the_job_and_nothing_half_made_remains(
     after = faults.objects()
     assert objects.items() <= after.items()
     assert not [key for key in after if key not in objects and key.startswith("models/")]
-    deadline = time.monotonic() + 30  # the gateway saves the job's end once storage is back
-    while client.get_job(job.id).state != common_pb2.JOB_STATE_FAILED and time.monotonic() < deadline:
-        time.sleep(0.5)
     retry = client.wait_job(client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
         preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)).id)
     assert client.get_project(retry.output.project_id).parent_id == parent.id
@@ -167,8 +164,8 @@ def test_a_worker_call_past_its_deadline_stops_the_work(faults, parent):
     start = time.monotonic()
     client.wait_job(client.benchmark_project(parent.id, QUICK_BENCHMARK).id)
     assert time.monotonic() - start < 25
-    with pytest.raises(grpc.RpcError) as err:
-        client.stub.GetProject(gateway_pb2.GetProjectRequest(project_id=parent.id), timeout=1e-4)
+    with pytest.raises(grpc.RpcError) as err:  # a gateway call that waits on a worker, past its deadline
+        client.stub.PreviewDataset(gateway_pb2.PreviewDatasetRequest(dataset_id=parent.dataset_id), timeout=0.05)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and client.health() == "SERVING"
 
 

@@ -252,6 +252,29 @@ def test_job_running_when_the_gateway_dies_is_resumed_by_the_next_one(gateway_se
         server.shutdown(grace=1)
 
 
+def test_hundreds_of_watchers_hold_no_server_threads(gateway_settings, tmp_path):
+    """300 WatchJob streams on a gateway with 4 server threads: unary calls still answer at once, and
+    every watcher gets the job's end."""
+    settings = dataclasses.replace(gateway_settings, max_workers=4, max_jobs=0)  # max_jobs=0: jobs stay queued
+    server, client = start_gateway(settings)
+    try:
+        path = tmp_path / "small.bin"
+        write_random_file(path, 1024)
+        created = presigned_upload(client, path)
+        job = client.stub.CompleteUpload(gateway_pb2.CompleteUploadRequest(upload_id=created.upload.id)).job
+        streams = [client.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.id), timeout=60) for _ in range(300)]
+        assert all(next(stream).event.state == common_pb2.JOB_STATE_QUEUED for stream in streams)
+        started = time.monotonic()
+        assert client.get_job(job.id).state == common_pb2.JOB_STATE_QUEUED
+        assert time.monotonic() - started < 5  # a thread was free for it
+        client.cancel_job(job.id)
+        ends = [[r.event.state for r in stream] for stream in streams]
+        assert ends == [[common_pb2.JOB_STATE_CANCELLED]] * 300
+    finally:
+        client.close()
+        server.shutdown(grace=1)
+
+
 # -- auth, reflection, the worker services ---------------------------------------------------
 
 

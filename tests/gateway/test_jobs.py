@@ -10,7 +10,8 @@ import pytest
 
 from services.common.errors import ResourceExhausted
 from services.gateway.db import Database
-from services.gateway.jobs import TERMINAL, WATCH_RETRY_S, JobContext, JobManager
+from services.gateway.jobs import TERMINAL, JobContext, JobManager
+from services.gateway.watches import RETRY_S
 from services.gateway.projects import Catalog
 from services.gateway.records import derived_id
 from workbench.v1 import common_pb2, gateway_pb2
@@ -63,26 +64,26 @@ def test_a_job_runs_to_its_end_with_every_event_stored_in_order(managers):
 
     manager = managers(work)
     job = manager.submit(KIND, REQUEST(project_id="prj-0000000000000000001"), project_id="prj-0000000000000000001")
-    events = list(manager.watch(job.id, 0, lambda: True))
+    events = list(manager.watch(job.id))
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert [e.state for e in events][:2] == [common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_RUNNING]
     assert events[-1].job.output.project_id == "prj-0000000000000000001"
     assert manager.get(job.id).last_sequence == events[-1].sequence
     # a late watcher replays from the database, from any point
-    assert list(manager.watch(job.id, 3, lambda: True)) == events[3:]
+    assert list(manager.watch(job.id, 3)) == events[3:]
 
 
 def test_watchers_past_the_limit_get_resource_exhausted_with_a_retry_hint(managers):
     release = threading.Event()
     manager = managers(lambda ctx, request: release.wait(10) and None, max_watchers=1)
     job = manager.submit(KIND, REQUEST())
-    first = manager.watch(job.id, 0, lambda: True)
+    first = manager.watch(job.id)
     assert next(first).sequence == 1
     with pytest.raises(ResourceExhausted) as err:
-        next(manager.watch(job.id, 0, lambda: True))
-    assert err.value.retry_after_s == WATCH_RETRY_S
+        next(manager.watch(job.id))
+    assert err.value.retry_after_s == RETRY_S
     first.close()  # a watcher that leaves frees its place
-    second = manager.watch(job.id, 0, lambda: True)
+    second = manager.watch(job.id)
     release.set()
     assert list(second)[-1].state == common_pb2.JOB_STATE_SUCCEEDED
 
@@ -118,7 +119,7 @@ def test_a_job_whose_gateway_died_is_resumed_by_another_from_its_last_finished_s
     assert ended.state == common_pb2.JOB_STATE_SUCCEEDED, ended.error
     assert runs == {"measure": 1, "record": 2}
     assert catalog.projects.get(ended.output.project_id, "id").name == "took 7"
-    events = list(b.watch(job.id, 0, lambda: True))
+    events = list(b.watch(job.id))
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert any("resumed (attempt 2)" in e.progress.message for e in events)
     # A's late end is refused: the job and its records stay as B left them
