@@ -17,6 +17,7 @@ from services.common.errors import InvalidArgument
 from services.common.object_store import ObjectStore, validate_prefix
 from services.common.pb import ref_from_pb, ref_to_pb
 from services.common.progress import Report, run_reporting
+from services.common.provenance import dataset_inputs, model_inputs, provenance
 from services.common.settings import Settings
 from workbench.v1 import accuracy_pb2, accuracy_pb2_grpc, common_pb2
 
@@ -132,8 +133,12 @@ class AccuracyServicer(accuracy_pb2_grpc.AccuracyServiceServicer):
         bucket = request.output_bucket or self.settings.bucket
 
         def work(report: Report) -> accuracy_pb2.EvaluationResult:
+            made = provenance("accuracy", {**model_inputs(request.model), **dataset_inputs(request.dataset),
+                                           "parent_predictions": request.parent_predictions}, request.settings)
             with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
-                return evaluation.run(self.store, request, bucket, Path(tmp), report)
+                result = evaluation.run(self.store, request, bucket, Path(tmp), report)
+            result.provenance.CopyFrom(made)
+            return result
 
         result = yield from run_reporting(work, lambda p: accuracy_pb2.EvaluateResponse(progress=p))
         yield accuracy_pb2.EvaluateResponse(result=result)

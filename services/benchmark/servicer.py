@@ -19,6 +19,7 @@ from services.common.dataset_files import StoredDataset, download_images, read_b
 from services.common.object_store import ObjectStore
 from services.common.pb import ir_from_pb, ref_to_pb
 from services.common.preprocess import Preprocessing
+from services.common.provenance import dataset_inputs, model_inputs, provenance
 from services.common.progress import Report, run_reporting
 from services.common.settings import Settings
 from workbench.v1 import benchmark_pb2, benchmark_pb2_grpc, common_pb2
@@ -92,10 +93,13 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
                 model, images = self._inputs(request.model, request.dataset, request.config.random_inputs, Path(tmp))
                 ticket = self.turns.wait_turn(report)
                 try:
+                    made = provenance("benchmark", self._used(request.model, request.dataset, images), request.config)
                     result = benchmark(model, config, images, report)
                 finally:
                     self.turns.done(ticket)
-            return result_to_pb(result, request.config)
+            measured = result_to_pb(result, request.config)
+            measured.provenance.CopyFrom(made)
+            return measured
 
         result = yield from run_reporting(work, lambda p: benchmark_pb2.BenchmarkResponse(progress=p))
         yield benchmark_pb2.BenchmarkResponse(result=result)
@@ -104,6 +108,7 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
         base = config_from_pb(request.base, self.cache_dir)
         bucket = request.output_bucket or self.settings.bucket
         points: list[SweepPoint] = []
+        made: list[common_pb2.Provenance] = []
 
         def work(report: Report) -> Sweep:
             with tempfile.TemporaryDirectory(prefix="sweep-") as tmp:
@@ -112,13 +117,18 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
                 ov.save_model(model, str(xml), compress_to_fp16=False)
                 ticket = self.turns.wait_turn(report)
                 try:
+                    grid = benchmark_pb2.SweepRequest(base=request.base, batches=request.batches, streams=request.streams,
+                                                      infer_requests=request.infer_requests,
+                                                      latency_limit_ms=request.latency_limit_ms)
+                    made.append(provenance("benchmark", self._used(request.model, request.dataset, images), grid))
                     return sweep(str(xml), base, list(request.batches), list(request.streams),
                                  list(request.infer_requests), request.latency_limit_ms, images, report, points.append)
                 finally:
                     self.turns.done(ticket)
 
         found = yield from run_reporting(work, lambda p: benchmark_pb2.SweepResponse(progress=p))
-        result = common_pb2.SweepResult(best_index=found.best, best_within_latency_index=found.best_within_latency)
+        result = common_pb2.SweepResult(best_index=found.best, best_within_latency_index=found.best_within_latency,
+                                        provenance=made[0])
         for point in found.points:
             config = common_pb2.BenchmarkConfig()
             config.CopyFrom(request.base)
@@ -129,6 +139,11 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
         chart = self.store.put_bytes(bucket, f"sweeps/{os.urandom(8).hex()}/chart.png", png)
         result.chart.CopyFrom(ref_to_pb(chart))
         yield benchmark_pb2.SweepResponse(result=result)
+
+    @staticmethod
+    def _used(model_pb, dataset_pb, images) -> dict[str, common_pb2.ObjectRef]:
+        """The objects a measurement read: the model, and the dataset unless it ran on random inputs."""
+        return {**model_inputs(model_pb), **(dataset_inputs(dataset_pb) if images is not None else {})}
 
     def _inputs(self, model_pb, dataset_pb, random_inputs: bool, work: Path) -> tuple[ov.Model, np.ndarray | None]:
         xml = download_ir(self.store, ir_from_pb(model_pb), work / "model")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.provenance import differences
 from services.gateway.jobs import JobContext, JobManager
 from services.gateway.projects import Catalog
 from services.gateway.workers import Workers, follow
@@ -58,6 +59,7 @@ class Measurements:
         config.device = config.device or project.device
         call = benchmark_pb2.BenchmarkRequest(model=model, dataset=dataset, config=config)
         result = follow(ctx, "benchmark", self.workers.benchmark.Benchmark(call))
+        result.provenance.job_id = ctx.job.id
         ctx.on_success(lambda tx: self.catalog.projects.update(
             project.id, "project_id", lambda latest: latest.last_benchmark.CopyFrom(result), tx))
         return common_pb2.JobOutput(project_id=project.id, benchmark=result)
@@ -73,6 +75,7 @@ class Measurements:
             output_bucket=self.bucket,
         )
         result = follow(ctx, "benchmark", self.workers.benchmark.Sweep(call))
+        result.provenance.job_id = ctx.job.id
         ctx.on_success(lambda tx: self.catalog.projects.update(
             project.id, "project_id", lambda latest: latest.last_sweep.CopyFrom(result), tx))
         return common_pb2.JobOutput(project_id=project.id, sweep=result)
@@ -84,10 +87,15 @@ class Measurements:
             if not project.HasField("last_benchmark"):
                 raise FailedPrecondition(f"project {project.id} has not been benchmarked yet", field=field)
         a, b = first.last_benchmark, second.last_benchmark
+        # the models differ on purpose; anything else that differs makes the ratios say less
+        unlike = differences(a.provenance, b.provenance, ignore_inputs=("model.",))
+        unlike += [f"{p.id}'s benchmark was disturbed: {r.conditions.disturbed_reason or 'other work ran'}"
+                   for p, r in ((first, a), (second, b)) if r.conditions.disturbed]
         response = gateway_pb2.CompareProjectsResponse(
             first=first, second=second,
             throughput_ratio=b.throughput_fps / a.throughput_fps if a.throughput_fps else 0.0,
             latency_ratio=b.latency.median_ms / a.latency.median_ms if a.latency.median_ms else 0.0,
+            comparable=not unlike, differences=unlike,
         )
         by_type: dict[str, dict] = defaultdict(lambda: {"t": [0.0, 0.0], "p": [set(), set()]})
         for side, result in enumerate((a, b)):

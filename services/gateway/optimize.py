@@ -51,6 +51,7 @@ class Optimizations:
         parent, model, call = self._plan(request)
         result = ctx.step("quantize", quantizer_pb2.QuantizationResult,
                           lambda: follow(ctx, "quantizer", self.workers.quantizer.Quantize(call)))
+        result.provenance.job_id = ctx.job.id
         # ids from the job's: however often the job is resumed, it makes one child
         child_model = gateway_pb2.Model(id=derived_id("mdl", ctx.job.id), name=f"{model.name} INT8",
                                         framework=model.framework, artifact=result.model, create_time=now())

@@ -71,6 +71,7 @@ class Reports:
         if parent_report is not None:
             evaluate.parent_predictions.CopyFrom(parent_report.result.predictions)
         result = follow(ctx, "accuracy", self.workers.accuracy.Evaluate(evaluate))
+        result.provenance.job_id = ctx.job.id
         report = gateway_pb2.Report(id=report_id, project_id=project.id, result=result, create_time=now())
         if parent_report is not None:
             report.parent_id = parent_report.project_id

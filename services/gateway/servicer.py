@@ -17,6 +17,7 @@ from services.common.object_store import ObjectStore
 from services.common.server import NOT_SERVING, SERVING, HealthServicer, Registration
 from services.common.settings import Settings
 from services.gateway.datasets import Datasets
+from services.gateway.figures import project_figures
 from services.gateway.db import Database
 from services.gateway.jobs import JobManager
 from services.gateway.measurements import Measurements
@@ -168,6 +169,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def CompareProjects(self, request, context):
         return self.gw.measurements.compare(request.first_project_id, request.second_project_id)
+
+    def GetProjectProvenance(self, request, context):
+        return gateway_pb2.GetProjectProvenanceResponse(
+            figures=project_figures(self.gw.catalog, self.gw.reports, request.project_id))
 
     # -- accuracy reports ------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from services.common.object_store import ObjectStore
 from services.common.pb import ir_from_pb
 from services.common.preprocess import Preprocessing
 from services.common.progress import Report, run_reporting
+from services.common.provenance import dataset_inputs, model_inputs, provenance
 from services.common.settings import Settings
 from services.converter.analysis import analyze
 from services.converter.servicer import artifact_to_pb
@@ -72,6 +73,9 @@ class QuantizerServicer(quantizer_pb2_grpc.QuantizerServiceServicer):
             with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
                 work_dir = Path(tmp)
                 report("download", 0.0, "model and dataset")
+                made = provenance("quantizer", {
+                    **model_inputs(request.model), **dataset_inputs(request.dataset),
+                    **dataset_inputs(request.calibration_dataset, "calibration")}, request.config)
                 xml = download_ir(self.store, ir_from_pb(request.model), work_dir / "model")
                 model = ov.Core().read_model(str(xml))
                 preprocess = Preprocessing.from_model(model)
@@ -103,7 +107,9 @@ class QuantizerServicer(quantizer_pb2_grpc.QuantizerServiceServicer):
                 saved = ov.Core().read_model(str(out))
                 artifact = artifact_to_pb(stored, saved, analyze(saved))
                 artifact.source_framework = request.model.source_framework
-                return result_to_pb(outcome, artifact)
+                result = result_to_pb(outcome, artifact)
+                result.provenance.CopyFrom(made)
+                return result
 
         result = yield from run_reporting(work, lambda p: quantizer_pb2.QuantizeResponse(progress=p))
         yield quantizer_pb2.QuantizeResponse(result=result)

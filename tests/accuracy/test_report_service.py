@@ -23,6 +23,11 @@ def test_child_report_compares_with_the_parent(workbench, parent):  # noqa: F811
     assert summary.f1 == pytest.approx(2 * summary.matches / (summary.total_a + summary.total_b))
     assert 0.5 < summary.parent_agreement <= 1.0
     assert [r.project_id for r in client.list_reports(parent.id)] == [parent.id]  # evaluated on the way
+    made = report.result.provenance
+    assert made.service == "accuracy" and made.inputs["parent_predictions"] == report.parent_predictions
+    figures = {f.name: f for f in client.project_provenance(child_id)}
+    assert figures["report.comparison.parent_agreement"].value == summary.parent_agreement
+    assert figures["report.comparison.parent_agreement"].provenance == made
 
     rows = list(client.report_rows(report.id, order_by="-b"))
     assert len(rows) == len(FRAMES) and [r.b for r in rows] == sorted((r.b for r in rows), reverse=True)

@@ -33,6 +33,16 @@ def test_benchmark_job_records_the_result_on_the_project(workbench, project):
     assert result.throughput_fps > 0 and result.latency.median_ms > 0 and result.conditions.cpu_model
     assert result.layer_counters and result.config.duration_seconds == 0.5
     assert client.get_project(project.id).last_benchmark == result
+    # what made the figure: the model by sha256 (no dataset: random inputs), every setting, software, machine
+    made = result.provenance
+    model = client.get_model(project.model_id).artifact
+    assert made.job_id == job.id and made.service == "benchmark"
+    assert dict(made.inputs) == {"model.xml": model.xml, "model.bin": model.bin}
+    assert made.config["duration_seconds"] == 0.5 and made.config["random_inputs"] is True
+    assert made.versions["openvino"] and made.machine.cpu_model and made.machine.cpu_cores > 0
+    figures = {f.name: f for f in client.project_provenance(project.id)}
+    assert figures["benchmark.throughput_fps"].value == result.throughput_fps
+    assert figures["benchmark.throughput_fps"].provenance == made
     # a retry with the same request_id returns the job it started, and starts no other
     assert client.benchmark_project(project.id, short(), request_id=job.request_id).id == job.id
 
@@ -46,6 +56,14 @@ def test_compare_projects_gives_ratios_and_layer_types(workbench, project):
     a, b = comparison.first.last_benchmark, comparison.second.last_benchmark
     assert comparison.throughput_ratio == pytest.approx(b.throughput_fps / a.throughput_fps)
     assert "Convolution" in {t.layer_type for t in comparison.layer_types}
+    assert not comparison.comparable and any(d.startswith("config hint") for d in comparison.differences)
+    alike = client.create_project("same model, throughput hint", model_id=project.model_id)
+    client.wait_job(client.benchmark_project(alike.id, short(hint=common_pb2.PERFORMANCE_HINT_THROUGHPUT,
+                                                             performance_counters=True)).id)
+    same = client.compare_projects(project.id, alike.id)
+    # alike in every input, setting, software and machine; only a busy machine may still make them unlike
+    assert [d for d in same.differences if "disturbed" not in d] == []
+    assert same.comparable == (not same.differences)
     fresh = client.create_project("never measured", model_id=project.model_id)
     with pytest.raises(WorkbenchError) as err:
         client.compare_projects(project.id, fresh.id)

@@ -38,6 +38,14 @@ def test_default_method_makes_a_child_project_judged_against_the_parent(workbenc
     assert result.model.analysis.quantized and [c.chosen for c in result.candidates] == [True]
     assert {"statistics", "candidate"} <= {e.progress.stage for e in events}
     assert [p.id for p in client.list_projects(parent_id=parent.id)] == [child.id]
+    dataset = client.get_dataset(parent.dataset_id).artifact
+    made = result.provenance
+    assert made.job_id == job.id and made.service == "quantizer" and made.versions["nncf"]
+    assert made.inputs["dataset.manifest"].sha256 == dataset.manifest.sha256
+    assert made.inputs["model.xml"] == client.get_model(parent.model_id).artifact.xml
+    assert made.config["preset"] == "QUANTIZATION_PRESET_PERFORMANCE"
+    figures = {f.name: f.value for f in client.project_provenance(child.id)}
+    assert figures["optimization.parent_agreement_after"] == result.metric_after
     # an INT8 model is not quantized again
     with pytest.raises(WorkbenchError) as err:
         client.optimize_project(child.id)

@@ -118,7 +118,20 @@ def cmd_project(args, out: Output, client: WorkbenchClient) -> int:
     elif args.action == "delete":
         client.delete_project(args.id)
         out.result({"deleted": args.id}, lambda: print(f"deleted {args.id}"))
+    elif args.action == "provenance":
+        figures = client.project_provenance(args.id)
+        out.result(figures, lambda: _figure_rows(figures))
     return 0
+
+
+def _figure_rows(figures) -> None:
+    """One line a figure: its value, the job and service that made it, and the inputs by sha256 prefix."""
+    _rows(["FIGURE", "VALUE", "JOB", "SERVICE", "INPUTS"],
+          [[f.name, f"{f.value:.4g} {f.unit}".strip(), f.provenance.job_id or "-", f.provenance.service or "-",
+            " ".join(f"{role}={ref.sha256[:12]}" for role, ref in sorted(f.provenance.inputs.items()))]
+           for f in figures])
+    if figures:
+        print("settings, versions and machine of each: add --json")
 
 
 def cmd_upload(args, out: Output, client: WorkbenchClient) -> int:
@@ -276,6 +289,8 @@ def cmd_compare(args, out: Output, client: WorkbenchClient) -> int:
         print(f"{comparison.first.name}: {_bench_line(comparison.first.last_benchmark)}")
         print(f"{comparison.second.name}: {_bench_line(comparison.second.last_benchmark)}")
         print(f"throughput x{comparison.throughput_ratio:.2f}, median latency x{comparison.latency_ratio:.2f}")
+        if not comparison.comparable:
+            print("not measured alike: " + "; ".join(comparison.differences))
         if comparison.layer_types:
             _rows(["LAYER TYPE", "FIRST MS", "PRECISION", "SECOND MS", "PRECISION"],
                   [[t.layer_type, f"{t.first_time_ms:.2f}", ",".join(t.first_precisions) or "-",
@@ -472,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_parser("list").add_argument("--parent", default="")
     project.add_parser("get").add_argument("id")
     project.add_parser("delete").add_argument("id")
+    project.add_parser("provenance", help="every figure held for the project and what made it").add_argument("id")
 
     model = commands.add_parser("model", help="models").add_subparsers(dest="action", required=True)
     imp = model.add_parser("import", help="upload model files and convert them to OpenVINO IR")

@@ -293,6 +293,12 @@ class WorkbenchClient:
         return self._call(self.stub.CompareProjects, gateway_pb2.CompareProjectsRequest(
             first_project_id=first_project_id, second_project_id=second_project_id))
 
+    def project_provenance(self, project_id: str) -> list[gateway_pb2.Figure]:
+        """Every figure held for the project, each with the inputs (by sha256), settings, software and
+        machine that made it."""
+        return list(self._call(self.stub.GetProjectProvenance,
+                               gateway_pb2.GetProjectProvenanceRequest(project_id=project_id)).figures)
+
     # -- accuracy reports ------------------------------------------------------------------
 
     def evaluate_project(self, project_id: str, settings: accuracy_pb2.AccuracySettings | None = None,
