@@ -104,6 +104,8 @@ class LocalStack:
             "WORKBENCH_INTERNAL_TOKEN": config["internal_token"],
             **{f"WORKBENCH_{other.upper()}_ADDR": f"127.0.0.1:{ports[other]}" for other in SERVICE_NAMES if other != "gateway"},
         })
+        if name == "quantizer":  # calibrations take turns (in the gateway's queue) instead of sharing two cores
+            env.setdefault("WORKBENCH_SLOTS", "1")
         return env
 
     def object_store(self) -> ObjectStore:

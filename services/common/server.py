@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptors import AuthInterceptor, ErrorInterceptor
 from services.common.settings import Settings
+from services.common.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,10 @@ class ServiceServer:
             token = settings.auth_token if service_name == "gateway" else settings.internal_token
         interceptors: list[grpc.ServerInterceptor] = [AuthInterceptor(token)] if token else []
         interceptors.append(ErrorInterceptor())
+        # a worker with slots refuses long calls beyond them, so the gateway takes them to another replica
+        self.slots = Slots(service_name, settings.slots) if settings.slots and service_name != "gateway" else None
+        if self.slots:
+            interceptors.append(self.slots)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=service_name),
             interceptors=interceptors,

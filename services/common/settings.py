@@ -47,6 +47,9 @@ class Settings:
     log_format: str = "json"  # json | text
     # largest upload the gateway accepts, in bytes
     max_upload_bytes: int = 8 * 1024 * 1024 * 1024
+    # a worker's long calls (conversions, calibrations, measurements, evaluations) at once; past them a
+    # call is refused at once and the gateway tries another replica. 0: no limit
+    slots: int = 0
     # the gateway's catalog: a SQLAlchemy URL (sqlite:///..., postgresql://...); empty: SQLite under
     # WORKBENCH_HOME. Never in a repr: it may carry a password.
     database_url: str = field(default="", repr=False)

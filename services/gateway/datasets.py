@@ -44,7 +44,7 @@ class Datasets:
             format=request.format, sources=[u.object for u in uploads], file_names=[u.file_name for u in uploads],
             output_bucket=self.bucket, output_prefix=f"datasets/{dataset_id}/",
         )
-        artifact = follow(ctx, "accuracy", self.workers.accuracy.NormalizeDataset(normalize))
+        artifact = follow(ctx, "accuracy", self.workers.accuracy.NormalizeDataset, normalize)
         dataset = gateway_pb2.Dataset(id=dataset_id, name=validate_name(request.name), artifact=artifact,
                                       create_time=now())
         ctx.on_success(lambda tx: self.catalog.datasets.insert(dataset, tx))

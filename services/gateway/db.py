@@ -61,8 +61,10 @@ jobs = _record(
     sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
+    # the worker service whose free slot the job waits for, if any (migration 0002)
+    sa.Column("waiting_for", sa.String(32)),
     sa.UniqueConstraint("kind", "request_id", name="uq_jobs_kind_request_id"),
-    indexes=(("state", "id"), ("project_id", "id")))
+    indexes=(("state", "id"), ("project_id", "id"), ("waiting_for", "id")))
 job_events = sa.Table(
     "job_events", metadata,
     sa.Column("job_id", _ID, primary_key=True), sa.Column("sequence", sa.Integer, primary_key=True),

@@ -127,6 +127,11 @@ class JobContext:
         self._manager._save_step(self, name, result)
         return result
 
+    def wait_for(self, service: str | None) -> int:
+        """Mark the job as waiting for a free slot of service (None: no longer); returns how many jobs
+        wait for it ahead of this one, on every gateway."""
+        return self._manager._wait_for(self.job.id, service)
+
     def on_success(self, write: Callable[[Connection], None]) -> None:
         """Records the job makes: written in the transaction that stores its success, or not at all."""
         self._writes.append(write)
@@ -445,8 +450,18 @@ class JobManager:
     def _write_events(tx: Connection, job: common_pb2.Job, events: list[common_pb2.JobEvent]) -> None:
         tx.execute(schema.job_events.insert(), [
             {"job_id": job.id, "sequence": e.sequence, "body": e.SerializeToString()} for e in events])
+        ended = {"waiting_for": None} if job.state in TERMINAL else {}
         tx.execute(schema.jobs.update().where(schema.jobs.c.id == job.id).values(
-            state=job.state, body=job.SerializeToString(), last_sequence=job.last_sequence))
+            state=job.state, body=job.SerializeToString(), last_sequence=job.last_sequence, **ended))
+
+    def _wait_for(self, job_id: str, service: str | None) -> int:
+        jobs = schema.jobs.c
+        with self.db.write() as tx:
+            tx.execute(schema.jobs.update().where(jobs.id == job_id).values(waiting_for=service))
+            if service is None:
+                return 0
+            return tx.execute(sa.select(sa.func.count()).select_from(schema.jobs).where(jobs.waiting_for == service)
+                              .where(jobs.state == common_pb2.JOB_STATE_RUNNING).where(jobs.id < job_id)).scalar()
 
     def _step(self, job_id: str, name: str) -> bytes | None:
         steps = schema.job_steps.c

@@ -58,7 +58,7 @@ class Measurements:
         config.CopyFrom(request.config)
         config.device = config.device or project.device
         call = benchmark_pb2.BenchmarkRequest(model=model, dataset=dataset, config=config)
-        result = follow(ctx, "benchmark", self.workers.benchmark.Benchmark(call))
+        result = follow(ctx, "benchmark", self.workers.benchmark.Benchmark, call)
         result.provenance.job_id = ctx.job.id
         ctx.on_success(lambda tx: self.catalog.projects.update(
             project.id, "project_id", lambda latest: latest.last_benchmark.CopyFrom(result), tx))
@@ -74,7 +74,7 @@ class Measurements:
             infer_requests=request.infer_requests, latency_limit_ms=request.latency_limit_ms,
             output_bucket=self.bucket,
         )
-        result = follow(ctx, "benchmark", self.workers.benchmark.Sweep(call))
+        result = follow(ctx, "benchmark", self.workers.benchmark.Sweep, call)
         result.provenance.job_id = ctx.job.id
         ctx.on_success(lambda tx: self.catalog.projects.update(
             project.id, "project_id", lambda latest: latest.last_sweep.CopyFrom(result), tx))

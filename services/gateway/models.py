@@ -39,7 +39,7 @@ class ModelImports:
 
     def _run(self, ctx: JobContext, request: gateway_pb2.ImportModelRequest) -> common_pb2.JobOutput:
         convert = self._convert_request(request)
-        artifact = follow(ctx, "converter", self.workers.converter.ConvertModel(convert))
+        artifact = follow(ctx, "converter", self.workers.converter.ConvertModel, convert)
         model = gateway_pb2.Model(id=derived_id("mdl", ctx.job.id), name=validate_name(request.name),
                                   framework=artifact.source_framework, artifact=artifact, create_time=now())
         ctx.on_success(lambda tx: self.catalog.models.insert(model, tx))

@@ -50,7 +50,7 @@ class Optimizations:
     def _run(self, ctx: JobContext, request: gateway_pb2.OptimizeProjectRequest) -> common_pb2.JobOutput:
         parent, model, call = self._plan(request)
         result = ctx.step("quantize", quantizer_pb2.QuantizationResult,
-                          lambda: follow(ctx, "quantizer", self.workers.quantizer.Quantize(call)))
+                          lambda: follow(ctx, "quantizer", self.workers.quantizer.Quantize, call))
         result.provenance.job_id = ctx.job.id
         # ids from the job's: however often the job is resumed, it makes one child
         child_model = gateway_pb2.Model(id=derived_id("mdl", ctx.job.id), name=f"{model.name} INT8",

@@ -70,7 +70,7 @@ class Reports:
             output_bucket=self.bucket, output_prefix=f"reports/{report_id}/")
         if parent_report is not None:
             evaluate.parent_predictions.CopyFrom(parent_report.result.predictions)
-        result = follow(ctx, "accuracy", self.workers.accuracy.Evaluate(evaluate))
+        result = follow(ctx, "accuracy", self.workers.accuracy.Evaluate, evaluate)
         result.provenance.job_id = ctx.job.id
         report = gateway_pb2.Report(id=report_id, project_id=project.id, result=result, create_time=now())
         if parent_report is not None:

@@ -6,6 +6,8 @@ cancels the call on CancelJob, and fails naming the service when the call breaks
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from services.common.channels import channel
@@ -13,6 +15,8 @@ from services.common import errors
 from services.common.errors import Cancelled
 from services.common.settings import Settings
 from services.gateway.jobs import JobContext, JobFailed
+
+SLOT_RETRY_S = 0.5  # how soon a job waiting for a worker slot asks again
 from workbench.v1 import accuracy_pb2_grpc, benchmark_pb2_grpc, converter_pb2_grpc, quantizer_pb2_grpc
 
 
@@ -25,26 +29,44 @@ class Workers:
         self.accuracy = accuracy_pb2_grpc.AccuracyServiceStub(channel(settings.accuracy_addr, settings, token))
 
 
-def follow(ctx: JobContext, service: str, call):
-    """Forward a worker stream's progress into the job; return its result message."""
-    ctx.on_cancel(call.cancel)
-    result = None
-    try:
-        for response in call:
-            event = response.WhichOneof("event")
-            if event == "progress":
-                ctx.report(response.progress)
-            else:
-                result = getattr(response, event)
-    except grpc.RpcError as error:
-        if error.code() == grpc.StatusCode.CANCELLED and ctx.cancelled:
-            raise Cancelled("cancelled by request") from None
-        if error.code() == grpc.StatusCode.UNAVAILABLE:
-            raise JobFailed(f"the {service} service is unavailable: {error.details()}", service) from None
-        raise JobFailed(f"{service}: {error.details()}", service) from None
-    if result is None:
-        raise JobFailed(f"the {service} service ended without a result", service)
-    return result
+def follow(ctx: JobContext, service: str, method, request):
+    """Call a worker's streaming method, forward its progress into the job, return its result message.
+
+    A worker whose slots are all busy refuses the call before starting: the job waits its turn, showing
+    its place in line, and calls again (the channel's round robin tries the next replica each time)."""
+    current: list = [None]
+    ctx.on_cancel(lambda: current[0] is not None and current[0].cancel())
+    waiting = False
+    while True:
+        current[0] = call = method(request)
+        result, answered = None, False
+        try:
+            for response in call:
+                if waiting:
+                    ctx.wait_for(None)
+                    waiting = False
+                answered = True
+                event = response.WhichOneof("event")
+                if event == "progress":
+                    ctx.report(response.progress)
+                else:
+                    result = getattr(response, event)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not answered:
+                ahead, waiting = ctx.wait_for(service), True
+                ctx.progress("queued", 0.0, f"waiting for a free {service} slot: "
+                                            f"{ahead} job{'' if ahead == 1 else 's'} ahead")
+                time.sleep(SLOT_RETRY_S)
+                ctx.check_cancelled()
+                continue
+            if error.code() == grpc.StatusCode.CANCELLED and ctx.cancelled:
+                raise Cancelled("cancelled by request") from None
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                raise JobFailed(f"the {service} service is unavailable: {error.details()}", service) from None
+            raise JobFailed(f"{service}: {error.details()}", service) from None
+        if result is None:
+            raise JobFailed(f"the {service} service ended without a result", service)
+        return result
 
 
 _PASSED_ON = {
