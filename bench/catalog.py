@@ -6,7 +6,9 @@ For each engine and size, projects and jobs (10 events each) are written straigh
 database, then a gateway process serves it and every figure is measured over gRPC: p50/p99 of the first
 page of ListProjects, ListProjects by parent, ListJobs by project and by state, GetProject, the replay of
 a finished job's events (WatchJob), and CreateProject per second from 16 clients with their own channels.
-`flat_*` is the p99 at the largest size over the p99 at the smallest (the target: at most 1.5). The last
+At the largest size, 1,000 WatchJob streams are opened on one queued job: the gateway's memory with them,
+GetProject's latency while they are open, and the time until all have the job's end once it is cancelled.
+`flat` is the p99 at the largest size over the p99 at the smallest (the target: at most 1.5). The last
 line is the JSON, keyed by engine, then by size, then by call.
 """
 
@@ -72,12 +74,19 @@ def seed(database: Database, count: int) -> dict:
             tx.execute(schema.projects.insert(), projects)
             tx.execute(schema.jobs.insert(), jobs)
             tx.execute(schema.job_events.insert(), events)
+        # one job that stays queued (the bench gateway runs no jobs): what the watchers watch
+        waiting = common_pb2.Job(id=ids("job", 1, start_ms + count)[0], kind=common_pb2.JOB_KIND_BENCHMARK,
+                                 state=common_pb2.JOB_STATE_QUEUED, last_sequence=1)
+        first = common_pb2.JobEvent(job_id=waiting.id, sequence=1, state=waiting.state)
+        tx.execute(schema.jobs.insert().values(id=waiting.id, kind=waiting.kind, state=waiting.state, request=b"",
+                                               body=waiting.SerializeToString(), last_sequence=1))
+        tx.execute(schema.job_events.insert().values(job_id=waiting.id, sequence=1, body=first.SerializeToString()))
     if not database.is_sqlite:
         with database.connect_raw() as connection:
             connection.exec_driver_sql("ANALYZE")
             connection.commit()
     return {"parent": project_ids[(count // 2) - (count // 2) % 10], "project": project_ids[count // 2],
-            "job": job_ids[count // 2]}
+            "job": job_ids[count // 2], "queued_job": waiting.id, "projects": count}
 
 
 def latencies(call: Callable[[], object], rounds: int) -> dict:
@@ -131,9 +140,52 @@ def measure(address: str, seeded: dict, rounds: int) -> dict:
             "watch_job_replay": replay,
         }
         figures = {name: latencies(call, rounds) for name, call in calls.items()}
+        # every record, page by page, as the SDK walks them: none missing, none empty
+        start, request, listed = time.perf_counter(), gateway_pb2.ListProjectsRequest(page_size=1000), 0
+        while True:
+            page = stub.ListProjects(request)
+            assert all(p.id and p.name for p in page.projects)
+            listed += len(page.projects)
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
+        figures["page_through_all_projects"] = {"projects": listed, "seconds": round(time.perf_counter() - start, 2)}
+        assert listed == seeded["projects"], (listed, seeded["projects"])
         pages = stub.ListProjects(gateway_pb2.ListProjectsRequest(parent_id=seeded["parent"], page_size=50))
         assert len(pages.projects) == 9, "the parent's nine children"
     return figures
+
+
+def watchers(address: str, seeded: dict, count: int, pid: int, rounds: int) -> dict:
+    """count WatchJob streams open on one queued job: the gateway's memory, GetProject's latency while they
+    are open, and how long until every one of them has the job's end once it is cancelled."""
+    channels = [grpc.insecure_channel(address) for _ in range(max(1, count // 100))]
+    stubs = [gateway_pb2_grpc.GatewayServiceStub(c) for c in channels]
+    try:
+        rss_before = rss_mb(pid)
+        streams = [stubs[i % len(stubs)].WatchJob(gateway_pb2.WatchJobRequest(job_id=seeded["queued_job"]),
+                                                  timeout=300) for i in range(count)]
+        assert all(next(s).event.sequence == 1 for s in streams)
+        figures = {"watchers": count, "gateway_rss_mb_before": round(rss_before, 1),
+                   "gateway_rss_mb_with_watchers": round(rss_mb(pid), 1),
+                   "get_project_with_watchers": latencies(lambda: stubs[0].GetProject(
+                       gateway_pb2.GetProjectRequest(project_id=seeded["project"])), rounds)}
+        start = time.perf_counter()
+        stubs[0].CancelJob(gateway_pb2.CancelJobRequest(job_id=seeded["queued_job"]))
+        ends = [[r.event.state for r in s] for s in streams]
+        figures["all_ends_delivered_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        assert ends == [[common_pb2.JOB_STATE_CANCELLED]] * count
+        return figures
+    finally:
+        for c in channels:
+            c.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
 
 
 @contextlib.contextmanager
@@ -160,6 +212,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--create-seconds", type=float, default=5.0)
+    parser.add_argument("--watchers", type=int, default=1000)
     args = parser.parse_args()
     figures: dict = {}
     with seaweed() as (_, settings):
@@ -173,18 +226,20 @@ def main() -> None:
                     seeded = seed(database, size)
                     seed_s = time.perf_counter() - start
                     database.dispose()
-                    gateway = settings.__class__(**{**vars(settings), "database_url": url})
+                    gateway = settings.__class__(**{**vars(settings), "database_url": url, "max_jobs": 0})
                     with service_process("gateway", gateway) as (process, address):
                         result = measure(address, seeded, args.rounds)
                         result["create_project_per_s"] = round(creates_per_second(address, args.create_seconds), 1)
+                        if size == max(args.sizes):
+                            result["watch"] = watchers(address, seeded, args.watchers, process.pid, args.rounds)
                         result["gateway_peak_rss_mb"] = round(peak_rss_mb(process.pid), 1)
                     result["seed_s"] = round(seed_s, 1)
                     figures[engine][str(size)] = result
                     print(engine, size, result, file=sys.stderr, flush=True)
             small, large = str(min(args.sizes)), str(max(args.sizes))
             figures[engine]["flat"] = {
-                call: round(figures[engine][large][call]["p99_ms"] / figures[engine][small][call]["p99_ms"], 2)
-                for call in figures[engine][large] if isinstance(figures[engine][large][call], dict)}
+                call: round(value["p99_ms"] / figures[engine][small][call]["p99_ms"], 2)
+                for call, value in figures[engine][large].items() if isinstance(value, dict) and "p99_ms" in value}
     emit(figures)
 
 

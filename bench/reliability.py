@@ -1,7 +1,8 @@
 """The reliability report: faults injected and survived, load, hostile input, security checks, objects lost.
 
-Runs the fault, security and hostile-input suites (real processes and real storage, see tests/faults,
-tests/security, tests/hostile) and bench/load.py, and sums them up. Every figure comes from those runs:
+Runs the fault (among them the replica faults: two gateways on one PostgreSQL), security and
+hostile-input suites (real processes and real storage, see tests/faults, tests/security,
+tests/hostile) and bench/load.py, and sums them up. Every figure comes from those runs:
 a fault counts as survived when its test passed (the job failed naming the service, nothing was lost,
 and the retry worked); objects lost is what the fault suite saw published and then found missing.
 
@@ -26,6 +27,7 @@ from bench.harness import REPO, emit  # noqa: E402
 SUITES = {"faults": "tests/faults", "security": "tests/security", "hostile_inputs": "tests/hostile"}
 LEDGER = "test_no_object_published_during_the_faults_was_lost"  # a check after the faults, not one of them
 HOSTILE_FILE = "test_hostile_file["  # one case per corpus file; the suite's other tests check the checks
+REPLICAS = "test_replicas"  # two gateways on one PostgreSQL: one killed, a raced request_id, the database down
 
 
 def run_suite(path: str, out: Path) -> dict:
@@ -33,7 +35,8 @@ def run_suite(path: str, out: Path) -> dict:
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path, f"--junitxml={junit}"],
                    cwd=REPO, env={**os.environ, "WORKBENCH_RELIABILITY_OUT": str(out)}, check=False)
     cases = ET.parse(junit).getroot().iter("testcase")
-    outcome = {"tried": 0, "handled": 0, "files": 0, "files_handled": 0, "failed": []}
+    outcome = {"tried": 0, "handled": 0, "files": 0, "files_handled": 0, "replica_faults": 0,
+               "replica_faults_survived": 0, "failed": []}
     for case in cases:
         name = case.get("name")
         if name == LEDGER:
@@ -41,6 +44,9 @@ def run_suite(path: str, out: Path) -> dict:
         passed = case.find("failure") is None and case.find("error") is None and case.find("skipped") is None
         outcome["tried"] += 1
         outcome["handled"] += passed
+        if (case.get("classname") or "").endswith(REPLICAS):
+            outcome["replica_faults"] += 1
+            outcome["replica_faults_survived"] += passed
         if name.startswith(HOSTILE_FILE):
             outcome["files"] += 1
             outcome["files_handled"] += passed
@@ -65,6 +71,8 @@ def main() -> None:
     emit({
         "faults_injected": figures["faults"]["tried"],
         "faults_survived": figures["faults"]["handled"],
+        "replica_faults": figures["faults"]["replica_faults"],
+        "replica_faults_survived": figures["faults"]["replica_faults_survived"],
         "hostile_files_tried": figures["hostile_inputs"]["files"],
         "hostile_files_handled": figures["hostile_inputs"]["files_handled"],
         "hostile_suite_tests": figures["hostile_inputs"]["tried"],

@@ -124,13 +124,20 @@ class JobContext:
             return result_type.FromString(stored)
         result = run()
         self.check_cancelled()
-        self._manager._save_step(self, name, result)
+        try:
+            self._manager._save_step(self, name, result)
+        except Unavailable as exc:  # only a shortcut for a resumed job: its loss costs a rerun, not the job
+            log.warning("job %s: step %s not stored (%s)", self.job.id, name, exc.message)
         return result
 
-    def wait_for(self, service: str | None) -> int:
+    def wait_for(self, service: str | None) -> int | None:
         """Mark the job as waiting for a free slot of service (None: no longer); returns how many jobs
-        wait for it ahead of this one, on every gateway."""
-        return self._manager._wait_for(self.job.id, service)
+        wait for it ahead of this one, on every gateway (None while the database is unreachable)."""
+        try:
+            return self._manager._wait_for(self.job.id, service)
+        except Unavailable as exc:
+            log.warning("job %s: place in line unknown (%s)", self.job.id, exc.message)
+            return None
 
     def on_success(self, write: Callable[[Connection], None]) -> None:
         """Records the job makes: written in the transaction that stores its success, or not at all."""

@@ -54,8 +54,8 @@ def follow(ctx: JobContext, service: str, method, request):
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not answered:
                 ahead, waiting = ctx.wait_for(service), True
-                ctx.progress("queued", 0.0, f"waiting for a free {service} slot: "
-                                            f"{ahead} job{'' if ahead == 1 else 's'} ahead")
+                place = "" if ahead is None else f": {ahead} job{'' if ahead == 1 else 's'} ahead"
+                ctx.progress("queued", 0.0, f"waiting for a free {service} slot{place}")
                 time.sleep(SLOT_RETRY_S)
                 ctx.check_cancelled()
                 continue

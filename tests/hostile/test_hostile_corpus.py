@@ -104,16 +104,13 @@ def assert_outside_untouched(outside: Path) -> None:
 
 
 def assert_storage_clean(stack: Stack) -> None:
-    """Everything under models/ and datasets/ is a record, or the IR or files of a model or dataset, that
-    the catalog lists."""
+    """Everything under models/ and datasets/ is the IR or files of a model or dataset that the catalog lists."""
     models = list(stack.client.list_models())
-    kept = {ref.key for m in models for ref in (m.artifact.xml, m.artifact.bin)} | {f"models/{m.id}.json"
-                                                                                   for m in models}
+    kept = {ref.key for m in models for ref in (m.artifact.xml, m.artifact.bin)}
     datasets = list(stack.client.list_datasets())
-    records = {f"datasets/{d.id}.json" for d in datasets}
     stray_models = [o.key for o in stack.store.list(stack.bucket, "models/") if o.key not in kept]
-    stray_datasets = [o.key for o in stack.store.list(stack.bucket, "datasets/") if o.key not in records
-                      and not any(o.key.startswith(d.artifact.prefix) for d in datasets)]
+    stray_datasets = [o.key for o in stack.store.list(stack.bucket, "datasets/")
+                      if not any(o.key.startswith(d.artifact.prefix) for d in datasets)]
     assert stray_models == [] and stray_datasets == [], f"objects left behind: {stray_models + stray_datasets}"
 
 

@@ -310,9 +310,8 @@ HOSTILE = [
 # every text field that names something: ids, request ids, page tokens (they decode to ids), file, display
 # and class names
 NAMING = re.compile(r"(^|_)(id|ids|token|name)$")
-# keys the gateway makes itself: from ids it generated, or (request index) from a request_id it validated
-OWN_KEY = re.compile(r"^((projects|models|datasets|uploads|jobs|job-events|reports|packages)/[a-z]{2,4}-[0-9a-f]{19}(\.json|/.+)"
-                     r"|requests/[a-z0-9-]+/[A-Za-z0-9._:-]{1,128}\.json)$")
+# keys the gateway makes itself, from ids it generated (records are rows in the catalog, not objects)
+OWN_KEY = re.compile(r"^(datasets|uploads|reports|packages)/[a-z]{2,4}-[0-9a-f]{19}/.+$")
 
 
 def may_accept(field: str, value: str) -> bool:
@@ -513,9 +512,9 @@ def test_presigned_put_over_the_limit_is_refused_by_the_verify_job(small_gateway
 
 def test_upload_url_is_bound_to_its_key_and_tells_its_expiry(small_gateway, store):
     client, settings = small_gateway
-    victim = client.create_project("victim")
-    victim_key = f"projects/{victim.id}.json"
-    victim_bytes = store.get_bytes(settings.bucket, victim_key)
+    victim_key = "uploads/victim/data"  # another object in the bucket: what a forged URL would overwrite
+    victim_bytes = b"somebody else's upload"
+    store.put_bytes(settings.bucket, victim_key, victim_bytes)
     created = client.stub.CreateUpload(gateway_pb2.CreateUploadRequest(file_name="a.bin"), timeout=10)
     url = urllib.parse.urlsplit(created.upload_url)
     expires = int(urllib.parse.parse_qs(url.query)["X-Amz-Expires"][0])
