@@ -140,7 +140,9 @@ def list_rows(store: ObjectStore, request: accuracy_pb2.ListComparisonRowsReques
     return accuracy_pb2.ListComparisonRowsResponse(
         rows=[accuracy_pb2.ComparisonRow(
             image=r.image_name, image_id=int(r.image_id), a=r.a, b=r.b, matches=r.matches,
-            class_name=getattr(r, "class_name", ""), precision=getattr(r, "precision", 0.0)) for r in page.rows],
+            class_name=getattr(r, "class_name", ""), precision=getattr(r, "precision", 0.0),
+            has_precision=advanced and r.a > 0)  # matches / a means nothing where a == 0
+            for r in page.rows],
         next_page_token=page.next_page_token, total_size=page.total_size)
 
 

@@ -128,7 +128,7 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
 
         found = yield from run_reporting(work, lambda p: benchmark_pb2.SweepResponse(progress=p))
         result = common_pb2.SweepResult(best_index=found.best, best_within_latency_index=found.best_within_latency,
-                                        provenance=made[0])
+                                        sweet_spot_index=found.sweet_spot, provenance=made[0])
         for point in found.points:
             config = common_pb2.BenchmarkConfig()
             config.CopyFrom(request.base)

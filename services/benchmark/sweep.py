@@ -1,5 +1,6 @@
-"""Explore inference configurations: a grid of batch x streams (x requests), its best point,
-the best point under a latency limit (DL Workbench's "sweet spot"), and a chart of them all."""
+"""Explore inference configurations: a grid of batch x streams (x requests), its best point, the
+best point under a latency limit, the sweet spot (the lowest latency within a few percent of the best
+throughput: what a person picks from the chart), and a chart of them all."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from services.common.errors import InvalidArgument
 from services.common.progress import Report
 
 MAX_POINTS = 64
+SWEET_SPOT_TOLERANCE = 0.05  # within 5 % of the best throughput counts as "as fast"
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Sweep:
     points: list[SweepPoint]
     best: int
     best_within_latency: int  # -1: no point meets the limit (or none was given)
+    sweet_spot: int  # the lowest median latency among points within SWEET_SPOT_TOLERANCE of the best FPS
 
 
 def grid(batches: list[int], streams: list[int], requests: list[int]) -> list[tuple[int, int, int]]:
@@ -62,7 +65,18 @@ def sweep(xml: str, base: BenchConfig, batches: list[int], streams: list[int], r
     best = max(range(len(points)), key=lambda i: points[i].result.throughput_fps)
     within = [i for i, p in enumerate(points) if latency_limit_ms and p.result.latency_ms["median"] <= latency_limit_ms]
     best_within = max(within, key=lambda i: points[i].result.throughput_fps) if within else -1
-    return Sweep(points, best, best_within)
+    return Sweep(points, best, best_within, sweet_spot([p.result for p in points]))
+
+
+def sweet_spot(results: list[BenchResult]) -> int:
+    """Index of the lowest median latency among the results within SWEET_SPOT_TOLERANCE of the best
+    throughput (ties: the faster one)."""
+    fastest = max(r.throughput_fps for r in results)
+    near = [i for i, r in enumerate(results) if r.throughput_fps >= fastest * (1 - SWEET_SPOT_TOLERANCE)]
+    return min(near, key=lambda i: (results[i].latency_ms["median"], -results[i].throughput_fps))
+
+
+BEST, WITHIN, SWEET = (200, 90, 30), (40, 160, 40), (30, 140, 230)  # BGR
 
 
 def chart_png(result: Sweep, latency_limit_ms: float, title: str = "") -> bytes:
@@ -89,12 +103,22 @@ def chart_png(result: Sweep, latency_limit_ms: float, title: str = "") -> bytes:
     cv2.putText(image, title, (margin, 25), font, 0.6, black, 1)
     if latency_limit_ms:
         cv2.line(image, at(latency_limit_ms, 0), at(latency_limit_ms, y_max), (60, 60, 220), 1)
-    for i, point in enumerate(result.points):
-        color = (40, 160, 40) if i == result.best_within_latency else (200, 90, 30) if i == result.best else (90, 90, 90)
+    # the sweet spot's mark wins where two fall on one point; the legend names all three
+    marks = [(i, name, color) for i, name, color in ((result.sweet_spot, "sweet spot", SWEET),
+             (result.best_within_latency, "best under the limit", WITHIN), (result.best, "best", BEST)) if i >= 0]
+    color_of = {i: color for i, _, color in reversed(marks)}
+    labels = [f"b{p.batch or '-'} s{p.result.runtime_streams} r{p.result.runtime_infer_requests}" for p in result.points]
+    for i in range(len(result.points)):
+        color = color_of.get(i, (90, 90, 90))
         center = at(xs[i], ys[i])
-        cv2.circle(image, center, 6 if i in (result.best, result.best_within_latency) else 4, color, -1)
-        label = f"b{point.batch or '-'} s{point.result.runtime_streams} r{point.result.runtime_infer_requests}"
-        cv2.putText(image, label, (center[0] + 8, center[1] - 6), font, 0.4, color, 1)
+        cv2.circle(image, center, 6 if i in color_of else 4, color, -1)
+        if i == result.sweet_spot:
+            cv2.circle(image, center, 11, SWEET, 2)
+        cv2.putText(image, labels[i], (center[0] + 8, center[1] - 6), font, 0.4, color, 1)
+    for row, (i, name, color) in enumerate(marks):  # top right
+        y = margin + 18 * row
+        cv2.circle(image, (width - 250, y - 4), 5, color, -1)
+        cv2.putText(image, f"{name}: {labels[i]}", (width - 238, y), font, 0.45, color, 1)
     ok, png = cv2.imencode(".png", image)
     assert ok
     return png.tobytes()

@@ -52,6 +52,11 @@ class ModelFiles:
     ir_bin: Path | None = None
     archive: Path | None = None
     params: Path | None = None
+    # the user's name for each local copy (those are named by role): messages speak of the user's files
+    names: dict[Path, str] = field(default_factory=dict)
+
+    def shown(self, path: Path) -> str:
+        return self.names.get(path, path.name)
 
 
 def refuse_code_formats(name: str, path: Path) -> None:
@@ -69,15 +74,17 @@ def refuse_code_formats(name: str, path: Path) -> None:
                                       field="files")
 
 
-def detect_framework(path: Path) -> str:
-    """The framework of a single model file or directory, by asking OpenVINO's frontends."""
+def detect_framework(path: Path, shown: str = "") -> str:
+    """The framework of a single model file or directory, by asking OpenVINO's frontends; `shown` is the
+    name messages give it (the user's file name)."""
+    shown = shown or path.name
     frontend = ov.frontend.FrontEndManager().load_by_model(str(path))
     if frontend is None:
-        raise InvalidArgument(f"{path.name} is not a model of any supported framework (or it is damaged)",
+        raise InvalidArgument(f"{shown} is not a model of any supported framework (or it is damaged)",
                               field="files")
     name = frontend.get_name()
     if name not in _FRONTENDS:
-        raise InvalidArgument(f"{path.name} is a {name} model, which is not supported", field="files")
+        raise InvalidArgument(f"{shown} is a {name} model, which is not supported", field="files")
     return _FRONTENDS[name]
 
 
@@ -88,9 +95,10 @@ def load(framework: str, files: ModelFiles, workdir: Path) -> tuple[ov.Model, st
     if files.ir_xml or framework == OPENVINO:
         return _load_ir(files), OPENVINO
     source = _single_source(files, workdir)
-    found = detect_framework(source)
+    found = detect_framework(source, files.shown(source))
     if framework and found != framework:
-        raise InvalidArgument(f"the file is a {found} model, not {framework} as declared", field="framework")
+        raise InvalidArgument(f"{files.shown(source)} is a {found} model, not {framework} as declared",
+                              field="framework")
     if found == OPENVINO and source.is_file():
         _refuse_dtd(source)
     try:
@@ -102,7 +110,8 @@ def load(framework: str, files: ModelFiles, workdir: Path) -> tuple[ov.Model, st
         compress_quantize_weights_transformation(model)
         return model, found
     except Exception as exc:  # frontends raise plain RuntimeErrors/OpConversionFailure with useful text
-        raise InvalidArgument(f"{found} model could not be converted: {_first_line(exc)}", field="files") from None
+        raise InvalidArgument(f"{files.shown(source)}: {found} model could not be converted: {_first_line(exc)}",
+                              field="files") from None
 
 
 def _load_darknet(files: ModelFiles) -> ov.Model:
@@ -148,13 +157,14 @@ def _single_source(files: ModelFiles, workdir: Path) -> Path:
             return saved[0]
         models = [p for p in root.rglob("*") if p.suffix in (".pdmodel", ".onnx", ".pb", ".tflite", ".xml")]
         if not models:
-            raise InvalidArgument("the archive holds no SavedModel, .pdmodel, .onnx, .pb or .tflite file",
-                                  field="files")
+            raise InvalidArgument(f"{files.shown(files.archive)} holds no SavedModel, .pdmodel, .onnx, .pb or "
+                                  ".tflite file", field="files")
+        files.names[models[0]] = f"{models[0].relative_to(root)} in {files.shown(files.archive)}"
         return models[0]
     if files.model is None:
         raise InvalidArgument("no model file was given", field="files")
     if is_archive(files.model.name):
-        return _single_source(ModelFiles(archive=files.model), workdir)
+        return _single_source(ModelFiles(archive=files.model, names=files.names), workdir)
     return files.model
 
 

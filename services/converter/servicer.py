@@ -99,10 +99,13 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
                 "" if role == "params" or not suffix else suffix.group(0).lower()))
             path.parent.mkdir(parents=True, exist_ok=True)
             self.store.get_file(ref.bucket, ref.key, path, expected_sha256=ref.sha256 or None)
-            refuse_code_formats(item.file_name or path.name, path)
+            files.names[path] = item.file_name or path.name
+            refuse_code_formats(files.shown(path), path)
             setattr(files, role, path)
         if files.model and files.params:  # Paddle expects model.pdmodel beside model.pdiparams
-            files.model = files.model.rename(files.model.with_name("model.pdmodel"))
+            renamed = files.model.rename(files.model.with_name("model.pdmodel"))
+            files.names[renamed] = files.names.pop(files.model)
+            files.model = renamed
         return files
 
 

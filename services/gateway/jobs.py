@@ -21,13 +21,17 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import grpc
 import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from sqlalchemy.engine import Connection
 
 from services.common import pb
-from services.common.errors import Cancelled, FailedPrecondition, ResourceExhausted, Unavailable, WorkbenchError
+from services.common.errors import (
+    Cancelled, FailedPrecondition, ResourceExhausted, Unavailable, Unimplemented, WorkbenchError,
+)
+from services.common.interceptors import status_code_for
 from services.gateway import db as schema
 from services.gateway.db import Database
 from services.gateway.records import Records, new_id, validate_id, validate_request_id
@@ -52,11 +56,11 @@ def now() -> timestamp_pb2.Timestamp:
 
 
 class JobFailed(WorkbenchError):
-    """Ends a job as FAILED, naming the service at fault."""
+    """Ends a job as FAILED, naming the service at fault and the status it answered."""
 
-    def __init__(self, message: str, service: str = ""):
+    def __init__(self, message: str, service: str = "", code: grpc.StatusCode = grpc.StatusCode.UNKNOWN):
         super().__init__(message)
-        self.service = service
+        self.service, self.code = service, code
 
 
 class LeaseLost(Exception):
@@ -228,10 +232,11 @@ class JobManager:
     def get(self, job_id: str) -> common_pb2.Job:
         return self.records.get(job_id, "job_id")
 
-    def list(self, page_size: int, page_token: str, project_id: str = "", state: int = 0):
+    def list(self, page_size: int, page_token: str, project_id: str = "", state: int = 0, newest_first: bool = True):
         if project_id:  # a filter, but still an id: refuse what is not one, like every other project_id
             validate_id(project_id, "project_id", "prj")
-        return self.records.list(page_size, page_token, project_id=project_id or None, state=state or None)
+        return self.records.list(page_size, page_token, newest_first, project_id=project_id or None,
+                                 state=state or None)
 
     def active(self, project_id: str) -> list[str]:
         """Ids of the project's queued and running jobs."""
@@ -248,7 +253,7 @@ class JobManager:
                 raise FailedPrecondition(
                     f"job {job_id} already ended as {common_pb2.JobState.Name(job.state)}", field="job_id")
             if job.state == common_pb2.JOB_STATE_QUEUED:
-                job.error = "cancelled before it started"
+                job.error, job.error_code = "cancelled before it started", _code(grpc.StatusCode.CANCELLED)
                 job.end_time.CopyFrom(now())
                 job.state = common_pb2.JOB_STATE_CANCELLED
                 self._write_events(tx, job, [self._event(job)])
@@ -354,17 +359,18 @@ class JobManager:
             if ctx._lost.is_set():  # stopped because it was handed over: its new holder ends it
                 log.info("job %s: handed over to another gateway", job.id)
             elif isinstance(exc, Cancelled):
-                job.error = exc.message
+                job.error, job.error_code = exc.message, _code(grpc.StatusCode.CANCELLED)
                 self._finish(ctx, common_pb2.JOB_STATE_CANCELLED)
             elif isinstance(exc, JobFailed):
-                job.error, job.failed_service = exc.message, exc.service
+                job.error, job.failed_service, job.error_code = exc.message, exc.service, _code(exc.code)
                 self._finish(ctx, common_pb2.JOB_STATE_FAILED)
             elif isinstance(exc, WorkbenchError):
-                job.error = exc.message
+                job.error, job.error_code = exc.message, _code(status_code_for(exc))
                 self._finish(ctx, common_pb2.JOB_STATE_FAILED)
             else:  # a bug: keep the trace in the log, not in the job
                 log.exception("job %s crashed", job.id)
                 job.error, job.failed_service = "internal error in the gateway; see its log", "gateway"
+                job.error_code = _code(grpc.StatusCode.INTERNAL)
                 self._finish(ctx, common_pb2.JOB_STATE_FAILED)
         finally:
             with self._lock:
@@ -485,4 +491,9 @@ class JobManager:
 
 
 def _unknown_kind(ctx: JobContext, _request: Message) -> None:
-    raise WorkbenchError(f"this gateway does not know jobs of kind {ctx.job.kind}; upgrade it")
+    raise Unimplemented(f"this gateway does not know jobs of kind {ctx.job.kind}; upgrade it")
+
+
+def _code(status: grpc.StatusCode) -> int:
+    """The google.rpc.Code number of a gRPC status."""
+    return status.value[0]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.object_store import ObjectStore
 from services.common.provenance import differences
 from services.gateway.jobs import JobContext, JobManager
 from services.gateway.projects import Catalog
@@ -13,11 +15,12 @@ from workbench.v1 import benchmark_pb2, common_pb2, gateway_pb2
 
 MAX_DURATION_S = 600.0
 BENCHMARK, SWEEP = common_pb2.JOB_KIND_BENCHMARK, common_pb2.JOB_KIND_SWEEP
+DOWNLOAD_EXPIRY = timedelta(hours=1)
 
 
 class Measurements:
-    def __init__(self, catalog: Catalog, jobs: JobManager, workers: Workers, bucket: str):
-        self.catalog, self.jobs, self.workers, self.bucket = catalog, jobs, workers, bucket
+    def __init__(self, catalog: Catalog, jobs: JobManager, workers: Workers, store: ObjectStore, bucket: str):
+        self.catalog, self.jobs, self.workers, self.store, self.bucket = catalog, jobs, workers, store, bucket
         jobs.register(BENCHMARK, gateway_pb2.BenchmarkProjectRequest, self._benchmark)
         jobs.register(SWEEP, gateway_pb2.SweepProjectRequest, self._sweep)
 
@@ -79,6 +82,14 @@ class Measurements:
         ctx.on_success(lambda tx: self.catalog.projects.update(
             project.id, "project_id", lambda latest: latest.last_sweep.CopyFrom(result), tx))
         return common_pb2.JobOutput(project_id=project.id, sweep=result)
+
+    def sweep_chart(self, project_id: str) -> gateway_pb2.GetSweepChartResponse:
+        project = self.catalog.projects.get(project_id, "project_id")
+        if not project.last_sweep.chart.key:
+            raise FailedPrecondition(f"project {project_id} has not been swept yet", field="project_id")
+        chart = project.last_sweep.chart
+        return gateway_pb2.GetSweepChartResponse(
+            png=chart, download_url=self.store.presigned_get(chart.bucket, chart.key, DOWNLOAD_EXPIRY))
 
     def compare(self, first_id: str, second_id: str) -> gateway_pb2.CompareProjectsResponse:
         first = self.catalog.projects.get(first_id, "first_project_id")

@@ -65,10 +65,11 @@ class Catalog:
             raise FailedPrecondition(f"model {model_id} is used by projects {', '.join(users)}", field="model_id")
         self.models.delete(model_id)
 
-    def list_projects(self, page_size: int, page_token: str, parent_id: str) -> tuple[list[gateway_pb2.Project], str]:
+    def list_projects(self, page_size: int, page_token: str, parent_id: str, newest_first: bool = True
+                      ) -> tuple[list[gateway_pb2.Project], str]:
         if parent_id:
             validate_id(parent_id, "parent_id", "prj")
-        return self.projects.list(page_size, page_token, parent_id=parent_id or None)
+        return self.projects.list(page_size, page_token, newest_first, parent_id=parent_id or None)
 
     def delete_project(self, project_id: str) -> None:
         self.projects.get(project_id, "project_id")

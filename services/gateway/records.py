@@ -1,8 +1,8 @@
 """Durable records (projects, models, jobs, uploads...) as rows of the catalog database.
 
 Each kind of record is a table: the columns the gateway filters on, plus the protobuf message.
-Ids sort by creation time, so pages are walked by id (keyset pagination: the cost of a page does
-not grow with the number of records before it).
+Ids sort by creation time, so pages are walked by id, newest first unless asked otherwise (keyset
+pagination: the cost of a page does not grow with the number of records before it).
 """
 
 from __future__ import annotations
@@ -152,17 +152,18 @@ class Records(Generic[M]):
         with self._using(tx, write=True) as connection:
             connection.execute(self.table.delete().where(self.table.c.id == record_id))
 
-    def list(self, page_size: int, page_token: str, **where) -> tuple[list[M], str]:
-        """A page of records in creation order whose columns equal `where` (None: any); returns
-        (records, next_page_token), the token empty on the last page."""
+    def list(self, page_size: int, page_token: str, newest_first: bool = True, **where) -> tuple[list[M], str]:
+        """A page of records whose columns equal `where` (None: any), newest first (or oldest first);
+        returns (records, next_page_token), the token empty on the last page."""
         size = page_size_of(page_size)
         after = decode_page_token(page_token, self.id_prefix)
         query = self._where(sa.select(self.table.c.id, self.table.c.body), where)
         if after:
-            query = query.where(self.table.c.id > after)
+            query = query.where(self.table.c.id < after if newest_first else self.table.c.id > after)
+        order = self.table.c.id.desc() if newest_first else self.table.c.id
         # one more than a page tells whether another page follows
         with self.db.read() as connection:
-            rows = connection.execute(query.order_by(self.table.c.id).limit(size + 1)).all()
+            rows = connection.execute(query.order_by(order).limit(size + 1)).all()
         page = [self._parse(row.body) for row in rows[:size]]
         return page, encode_page_token(rows[size - 1].id) if len(rows) > size else ""
 

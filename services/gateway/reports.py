@@ -81,10 +81,10 @@ class Reports:
     def latest(self, project_id: str) -> gateway_pb2.Report | None:
         return self.records.find(project_id=project_id)
 
-    def list(self, project_id: str, page_size: int, page_token: str):
+    def list(self, project_id: str, page_size: int, page_token: str, newest_first: bool = True):
         if project_id:
             validate_id(project_id, "project_id", "prj")
-        return self.records.list(page_size, page_token, project_id=project_id or None)
+        return self.records.list(page_size, page_token, newest_first, project_id=project_id or None)
 
     def rows(self, request: gateway_pb2.ListReportRowsRequest, remaining_s: float | None = None
              ) -> gateway_pb2.ListReportRowsResponse:

@@ -51,7 +51,7 @@ class Gateway:
         workers = Workers(settings)
         self.model_imports = ModelImports(self.catalog, self.uploads, self.jobs, workers, settings.bucket)
         self.datasets = Datasets(self.catalog, self.uploads, self.jobs, workers, store, settings.bucket)
-        self.measurements = Measurements(self.catalog, self.jobs, workers, settings.bucket)
+        self.measurements = Measurements(self.catalog, self.jobs, workers, store, settings.bucket)
         self.optimizations = Optimizations(self.catalog, self.jobs, workers, settings.bucket)
         self.reports = Reports(self.db, self.catalog, self.jobs, workers, store, settings.bucket)
         self.packages = Packages(self.db, self.catalog, self.jobs, store, settings.bucket)
@@ -116,7 +116,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.GetModelResponse(model=self.gw.catalog.models.get(request.model_id, "model_id"))
 
     def ListModels(self, request, context):
-        models, token = self.gw.catalog.models.list(request.page_size, request.page_token)
+        models, token = self.gw.catalog.models.list(request.page_size, request.page_token, not request.oldest_first)
         return gateway_pb2.ListModelsResponse(models=models, next_page_token=token)
 
     def DeleteModel(self, request, context):
@@ -137,7 +137,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.GetDatasetResponse(dataset=self.gw.catalog.datasets.get(request.dataset_id, "dataset_id"))
 
     def ListDatasets(self, request, context):
-        datasets, token = self.gw.catalog.datasets.list(request.page_size, request.page_token)
+        datasets, token = self.gw.catalog.datasets.list(request.page_size, request.page_token,
+                                                        not request.oldest_first)
         return gateway_pb2.ListDatasetsResponse(datasets=datasets, next_page_token=token)
 
     # -- projects --------------------------------------------------------------------------
@@ -149,7 +150,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.GetProjectResponse(project=self.gw.catalog.projects.get(request.project_id, "project_id"))
 
     def ListProjects(self, request, context):
-        projects, token = self.gw.catalog.list_projects(request.page_size, request.page_token, request.parent_id)
+        projects, token = self.gw.catalog.list_projects(request.page_size, request.page_token, request.parent_id,
+                                                        not request.oldest_first)
         return gateway_pb2.ListProjectsResponse(projects=projects, next_page_token=token)
 
     def DeleteProject(self, request, context):
@@ -170,6 +172,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def CompareProjects(self, request, context):
         return self.gw.measurements.compare(request.first_project_id, request.second_project_id)
 
+    def GetSweepChart(self, request, context):
+        return self.gw.measurements.sweep_chart(request.project_id)
+
     def GetProjectProvenance(self, request, context):
         return gateway_pb2.GetProjectProvenanceResponse(
             figures=project_figures(self.gw.catalog, self.gw.reports, request.project_id))
@@ -183,7 +188,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.GetReportResponse(report=self.gw.reports.records.get(request.report_id, "report_id"))
 
     def ListReports(self, request, context):
-        reports, token = self.gw.reports.list(request.project_id, request.page_size, request.page_token)
+        reports, token = self.gw.reports.list(request.project_id, request.page_size, request.page_token,
+                                              not request.oldest_first)
         return gateway_pb2.ListReportsResponse(reports=reports, next_page_token=token)
 
     def ListReportRows(self, request, context):
@@ -206,7 +212,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.GetJobResponse(job=self.gw.jobs.get(request.job_id))
 
     def ListJobs(self, request, context):
-        jobs, token = self.gw.jobs.list(request.page_size, request.page_token, request.project_id, request.state)
+        jobs, token = self.gw.jobs.list(request.page_size, request.page_token, request.project_id, request.state,
+                                        not request.oldest_first)
         return gateway_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     def WatchJob(self, request, context: grpc.ServicerContext, send_response_callback):

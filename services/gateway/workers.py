@@ -62,10 +62,11 @@ def follow(ctx: JobContext, service: str, method, request):
             if error.code() == grpc.StatusCode.CANCELLED and ctx.cancelled:
                 raise Cancelled("cancelled by request") from None
             if error.code() == grpc.StatusCode.UNAVAILABLE:
-                raise JobFailed(f"the {service} service is unavailable: {error.details()}", service) from None
-            raise JobFailed(f"{service}: {error.details()}", service) from None
+                raise JobFailed(f"the {service} service is unavailable: {error.details()}", service,
+                                error.code()) from None
+            raise JobFailed(f"{service}: {error.details()}", service, error.code()) from None
         if result is None:
-            raise JobFailed(f"the {service} service ended without a result", service)
+            raise JobFailed(f"the {service} service ended without a result", service, grpc.StatusCode.INTERNAL)
         return result
 
 

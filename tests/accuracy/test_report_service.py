@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
 from tests.converter.test_convert import small_classifier
 from tests.quantizer.test_quantizer_service import FRAMES, parent  # noqa: F401  (fixture)
+from workbench import cli
 from workbench.client import JobFailedError
 from workbench.v1 import common_pb2, quantizer_pb2
 
 
-def test_child_report_compares_with_the_parent(workbench, parent):  # noqa: F811
+def test_child_report_compares_with_the_parent(workbench, parent, capsys):  # noqa: F811
     client = workbench.client
     child_id = client.wait_job(client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
         preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)).id).output.project_id
@@ -37,6 +40,20 @@ def test_child_report_compares_with_the_parent(workbench, parent):  # noqa: F811
     per_class = list(client.report_rows(report.id, advanced=True))
     assert per_class and all(r.class_name for r in per_class)
     assert all(r.precision == pytest.approx(r.matches / r.a) for r in per_class if r.a)
+    assert all(r.has_precision == (r.a > 0) for r in per_class)  # matches / A is undefined where A = 0
+
+    # the README's command lines, run as written
+    address = workbench.servers["gateway"].address
+    capsys.readouterr()  # what the fixtures printed
+    assert cli.main(["--address", address, "--json", "report", "show", report.id, "--differences",
+                     "--order-by", "b", "--descending"]) == 0
+    shown = [row.get("b", 0) for row in json.loads(capsys.readouterr().out)["rows"]]
+    assert shown and shown == sorted(shown, reverse=True)
+    assert cli.main(["--address", address, "report", "show", report.id, "--advanced"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    for row in per_class:  # the PRECISION column: "-" where A = 0
+        line = next(t for t in table if t.split()[:3] == [row.image, str(row.image_id), row.class_name])
+        assert line.split()[-1] == (f"{row.precision:.2f}" if row.a else "-")
 
     png = client.report_image(report.id, rows[0].image_id)
     picture = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from tests.converter.test_convert import small_classifier
+from workbench import cli
 from workbench.client import JobFailedError, WorkbenchError
 from workbench.v1 import common_pb2
 
@@ -70,12 +71,21 @@ def test_compare_projects_gives_ratios_and_layer_types(workbench, project):
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and fresh.id in err.value.message
 
 
-def test_sweep_job_returns_points_best_and_chart(workbench, project, store):
+def test_sweep_job_returns_points_best_and_chart(workbench, project, store, tmp_path, capsys):
     client = workbench.client
     job = client.sweep_project(project.id, batches=[1, 2], streams=[1], latency_limit_ms=1000, base=short(0.3))
     sweep = client.wait_job(job.id).output.sweep
     assert len(sweep.points) == 2 and sweep.best_index in (0, 1) and sweep.best_within_latency_index in (0, 1)
+    fastest = max(p.result.throughput_fps for p in sweep.points)
+    near = [i for i, p in enumerate(sweep.points) if p.result.throughput_fps >= 0.95 * fastest]
+    assert sweep.sweet_spot_index == min(near, key=lambda i: sweep.points[i].result.latency.median_ms)
     assert store.stat(sweep.chart.bucket, sweep.chart.key).size > 1000
+    # the chart reaches a client without storage credentials, and the CLI writes it to a file
+    assert client.sweep_chart(project.id).startswith(b"\x89PNG")
+    chart = tmp_path / "grid.png"
+    assert cli.main(["--address", workbench.servers["gateway"].address, "sweep", project.id, "--batches", "1",
+                     "--duration", "0.3", "--random", "-o", str(chart)]) == 0
+    assert chart.read_bytes().startswith(b"\x89PNG") and "sweet spot" in capsys.readouterr().out
 
 
 def test_measurements_take_turns(workbench, project):

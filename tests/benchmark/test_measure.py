@@ -7,8 +7,8 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from services.benchmark.measure import BenchConfig, benchmark
-from services.benchmark.sweep import chart_png, sweep
+from services.benchmark.measure import BenchConfig, BenchResult, benchmark
+from services.benchmark.sweep import chart_png, sweep, sweet_spot
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.converter.convert import ModelFiles, load
 from tests.converter.test_convert import small_classifier
@@ -84,9 +84,21 @@ def test_sweep_finds_the_best_point_and_the_sweet_spot(model_xml):
     assert len(found.points) == 4
     fps = [p.result.throughput_fps for p in found.points]
     assert found.best == int(np.argmax(fps)) and found.best_within_latency == found.best
+    assert found.sweet_spot == sweet_spot([p.result for p in found.points])
     none_fit = sweep(model_xml, BenchConfig(duration_s=0.2), [1], [1], [], latency_limit_ms=1e-6)
     assert none_fit.best_within_latency == -1
     chart = cv2.imdecode(np.frombuffer(chart_png(found, 1e6, "t"), np.uint8), cv2.IMREAD_COLOR)
     assert chart.shape == (560, 900, 3) and (chart < 250).any()
     with pytest.raises(InvalidArgument, match="at most"):
         sweep(model_xml, BenchConfig(), list(range(1, 10)), list(range(1, 10)), [], 0)
+
+
+def test_the_sweet_spot_is_the_lowest_latency_within_a_few_percent_of_the_best_throughput():
+    """The issue's own grid: 1x1x1 gave 218.9 FPS at 4.4 ms, the best 222.7 FPS at 17.5 ms."""
+    def result(fps: float, median_ms: float) -> BenchResult:
+        return BenchResult(BenchConfig(), fps, {"median": median_ms}, 0.0, 0.0, 1, 1.0, 1, 1, 1, "f32", {})
+
+    grid = [result(218.9, 4.4), result(222.7, 17.5), result(150.0, 2.0), result(221.0, 9.0)]
+    assert sweet_spot(grid) == 0  # 150 FPS at 2 ms is faster to answer but far from the best throughput
+    assert sweet_spot([result(100.0, 5.0)]) == 0
+    assert sweet_spot([result(100.0, 5.0), result(300.0, 20.0)]) == 1  # nothing else comes near the best

@@ -41,7 +41,8 @@ def test_onnx_import_stores_a_content_addressed_ir_with_its_analysis(stack, tmp_
     # The same content imported again is stored once.
     again = client.wait_job(client.import_model("again", {ROLE.MODEL_FILE_ROLE_MODEL: tmp_path / "classifier.onnx"}).id)
     assert client.get_model(again.output.model_id).artifact.xml.key == model.artifact.xml.key
-    assert [m.name for m in client.list_models()] == ["classifier", "again"]
+    assert [m.name for m in client.list_models()] == ["again", "classifier"]  # newest first
+    assert [m.name for m in client.list_models(oldest_first=True)] == ["classifier", "again"]
 
 
 def test_analyze_model_reads_a_stored_ir(stack, tmp_path):
@@ -63,9 +64,11 @@ def test_analyze_model_reads_a_stored_ir(stack, tmp_path):
 @pytest.mark.parametrize(
     ("files", "framework", "message"),
     [
-        ({"junk.onnx": b"\x01\x02garbage" * 100}, 0, "not a model of any supported framework|could not be converted"),
-        ({"model.pt": b"\x80\x04K\x01."}, 0, "runs code when loaded"),
-        ({"model.tflite": None}, common_pb2.FRAMEWORK_TFLITE, "not TFLITE as declared"),
+        # messages name the file the user uploaded, not the converter's local copy (model.onnx, model.pt...)
+        ({"junk.onnx": b"\x01\x02garbage" * 100}, 0,
+         r"^converter: junk\.onnx( is not a model of any supported framework|: \w+ model could not be converted)"),
+        ({"weights.pt": b"\x80\x04K\x01."}, 0, r"weights\.pt is a PyTorch pickle, which runs code when loaded"),
+        ({"mine.tflite": None}, common_pb2.FRAMEWORK_TFLITE, r"mine\.tflite is a \w+ model, not \w+ as declared"),
     ],
 )
 def test_bad_model_files_fail_the_job_naming_the_problem(stack, tmp_path, store, files, framework, message):
@@ -84,6 +87,9 @@ def test_bad_model_files_fail_the_job_naming_the_problem(stack, tmp_path, store,
         client.wait_job(job.id)
     assert err.value.job.failed_service == "converter"
     assert re.search(message, err.value.job.error), err.value.job.error
+    # the job says how it failed as a status code, and the SDK raises with it
+    assert err.value.job.error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert stored_keys(store, settings.bucket) == before  # nothing half-written
     assert client.health() == "SERVING"
 
@@ -96,3 +102,4 @@ def test_converter_down_fails_the_job_naming_it(stack, tmp_path):
     with pytest.raises(JobFailedError) as err:
         client.wait_job(job.id)
     assert err.value.job.failed_service == "converter" and "unavailable" in err.value.job.error
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE

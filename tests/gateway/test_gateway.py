@@ -71,8 +71,9 @@ def test_project_crud_and_pagination(gateway):
     made = [gateway.create_project(f"p{i}") for i in range(5)]
     assert gateway.get_project(made[2].id) == made[2]
     page = gateway.stub.ListProjects(gateway_pb2.ListProjectsRequest(page_size=2))
-    assert [p.id for p in page.projects] == [made[0].id, made[1].id] and page.next_page_token
-    assert [p.id for p in gateway.list_projects(page_size=2)] == [p.id for p in made]
+    assert [p.id for p in page.projects] == [made[4].id, made[3].id] and page.next_page_token  # newest first
+    assert [p.id for p in gateway.list_projects(page_size=2)] == [p.id for p in reversed(made)]
+    assert [p.id for p in gateway.list_projects(page_size=2, oldest_first=True)] == [p.id for p in made]
     gateway.delete_project(made[0].id)
     with pytest.raises(WorkbenchError) as err:
         gateway.get_project(made[0].id)

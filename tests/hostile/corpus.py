@@ -414,7 +414,7 @@ CORPUS: list[Hostile] = [
             _failed("converter", r"evil\.pt is a PyTorch pickle, which runs code when loaded")),
     Hostile("pickle-npy-allow-pickle", MODEL,
             lambda place: [(MODEL_FILE, write_npy_payload(place.path("evil.npy"), place.marker))],
-            _failed("converter", r"model\.npy is not a model of any supported framework")),
+            _failed("converter", r"evil\.npy is not a model of any supported framework")),
     Hostile("pickle-named-onnx", MODEL,
             lambda place: [(MODEL_FILE, write(place.path("model.onnx"), pickle_bytes(place.marker)))],
             _failed("converter", r"model\.onnx is a Python pickle, which runs code when loaded")),

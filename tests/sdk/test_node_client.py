@@ -30,4 +30,4 @@ def test_node_client_lists_projects_and_watches_a_job(workbench, tmp_path):
     assert project.id in result["projects"] and result["created"] in result["projects"]
     assert result["sequences"] == list(range(1, len(result["sequences"]) + 1))
     assert result["states"][-1] == common_pb2.JobState.Name(common_pb2.JOB_STATE_SUCCEEDED)
-    assert [p.name for p in client.list_projects()][-1] == "from node"
+    assert [p.name for p in client.list_projects()][0] == "from node"  # newest first

@@ -111,7 +111,7 @@ def cmd_project(args, out: Output, client: WorkbenchClient) -> int:
         project = client.create_project(args.name, model_id=args.model, dataset_id=args.dataset, device=args.device)
         out.result(project, lambda: _project_rows([project]))
     elif args.action == "list":
-        projects = list(client.list_projects(parent_id=args.parent))
+        projects = list(client.list_projects(parent_id=args.parent, oldest_first=args.oldest_first))
         out.result(projects, lambda: _project_rows(projects))
     elif args.action == "get":
         out.result(client.get_project(args.id))
@@ -183,7 +183,7 @@ def cmd_model(args, out: Output, client: WorkbenchClient) -> int:
         model = client.get_model(done.output.model_id)
         out.result(model, lambda: _model_info(model))
     elif args.action == "list":
-        models = list(client.list_models())
+        models = list(client.list_models(oldest_first=args.oldest_first))
         out.result(models, lambda: _model_rows(models))
     elif args.action == "info":
         model = client.get_model(args.id)
@@ -220,7 +220,7 @@ def cmd_dataset(args, out: Output, client: WorkbenchClient) -> int:
         dataset = client.get_dataset(done.output.dataset_id)
         out.result(dataset, lambda: _dataset_info(dataset))
     elif args.action == "list":
-        datasets = list(client.list_datasets())
+        datasets = list(client.list_datasets(oldest_first=args.oldest_first))
         out.result(datasets, lambda: _dataset_rows(datasets))
     elif args.action == "info":
         dataset = client.get_dataset(args.id)
@@ -270,15 +270,22 @@ def cmd_sweep(args, out: Output, client: WorkbenchClient) -> int:
                                base=_bench_config(args))
     result = client.wait_job(job.id, on_event=progress_printer(quiet=args.json)).output.sweep
 
+    with open(args.output, "wb") as f:
+        f.write(client.sweep_chart(args.project))
+
+    def marks(i: int) -> str:
+        return ", ".join(name for index, name in ((result.best_index, "best"), (result.sweet_spot_index, "sweet spot"),
+                                                  (result.best_within_latency_index, "best under the limit"))
+                         if index == i)
+
     def table() -> None:
         _rows(["", "BATCH", "STREAMS", "REQUESTS", "FPS", "MEDIAN MS"],
-              [["best" if i == result.best_index else "sweet spot" if i == result.best_within_latency_index else "",
-                p.batch or "-", p.result.runtime_streams, p.result.runtime_infer_requests,
+              [[marks(i), p.batch or "-", p.result.runtime_streams, p.result.runtime_infer_requests,
                 f"{p.result.throughput_fps:.1f}", f"{p.result.latency.median_ms:.2f}"]
                for i, p in enumerate(result.points)])
-        print(f"chart: s3://{result.chart.bucket}/{result.chart.key}")
+        print(f"sweet spot: the lowest latency within 5% of the best throughput; chart: {args.output}")
 
-    out.result(result, table)
+    out.result({"sweep": _as_dict(result), "chart": args.output}, table)
     return 0
 
 
@@ -342,7 +349,7 @@ def cmd_report(args, out: Output, client: WorkbenchClient) -> int:
         report = client.get_report(done.output.report_id)
         out.result(report, lambda: _report_summary(report))
     elif args.action == "list":
-        reports = list(client.list_reports(args.project))
+        reports = list(client.list_reports(args.project, oldest_first=args.oldest_first))
         out.result(reports, lambda: _rows(["ID", "PROJECT", "PARENT", "AP", "AP50", "AGREEMENT", "F1"], [
             [r.id, r.project_id, r.parent_id or "-", f"{r.result.metrics.ap:.4f}" if r.result.HasField("metrics") else "-",
              f"{r.result.metrics.ap50:.4f}" if r.result.HasField("metrics") else "-",
@@ -356,7 +363,7 @@ def cmd_report(args, out: Output, client: WorkbenchClient) -> int:
             out.result({"picture": args.output, "bytes": len(png)}, lambda: print(f"wrote {args.output}"))
             return 0
         report = client.get_report(args.id)
-        rows = list(client.report_rows(args.id, advanced=args.advanced, order_by=args.order_by,
+        rows = list(client.report_rows(args.id, advanced=args.advanced, order_by=_order_by(args),
                                        only_differences=args.differences, class_name=args.class_name))
 
         def show() -> None:
@@ -365,10 +372,18 @@ def cmd_report(args, out: Output, client: WorkbenchClient) -> int:
                 headers = ["IMAGE", "ID", *(["CLASS"] if args.advanced else []), "A", "B", "MATCHES",
                            *(["PRECISION"] if args.advanced else [])]
                 _rows(headers, [[r.image, r.image_id, *([r.class_name] if args.advanced else []), r.a, r.b, r.matches,
-                                 *([f"{r.precision:.2f}"] if args.advanced else [])] for r in rows])
+                                 *([f"{r.precision:.2f}" if r.has_precision else "-"] if args.advanced else [])] for r in rows])
 
         out.result({"report": _as_dict(report), "rows": [_as_dict(r) for r in rows]}, show)
     return 0
+
+
+def _order_by(args) -> str:
+    """--order-by b --descending as the gateway spells it ("-b"); a leading '-' (--order-by=-b) still works."""
+    columns = [c.strip() for c in args.order_by.split(",") if c.strip()]
+    if args.descending:
+        columns = [c[1:] if c.startswith("-") else "-" + c for c in columns]
+    return ",".join(columns)
 
 
 def _report_summary(report) -> None:
@@ -403,7 +418,7 @@ def _job_rows(jobs) -> None:
 def cmd_job(args, out: Output, client: WorkbenchClient) -> int:
     if args.action == "list":
         state = common_pb2.JobState.Value(f"JOB_STATE_{args.state.upper()}") if args.state else 0
-        jobs = list(client.list_jobs(project_id=args.project, state=state))
+        jobs = list(client.list_jobs(project_id=args.project, state=state, oldest_first=args.oldest_first))
         out.result(jobs, lambda: _job_rows(jobs))
     elif args.action == "get":
         job = client.get_job(args.id)
@@ -484,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--model", default="")
     create.add_argument("--dataset", default="")
     create.add_argument("--device", default="")
-    project.add_parser("list").add_argument("--parent", default="")
+    _list_parser(project).add_argument("--parent", default="")
     project.add_parser("get").add_argument("id")
     project.add_parser("delete").add_argument("id")
     project.add_parser("provenance", help="every figure held for the project and what made it").add_argument("id")
@@ -502,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--reverse-input-channels", action="store_true")
     imp.add_argument("--fp16", action="store_true", help="compress weights to FP16")
     imp.add_argument("--output", action="append", default=[], help="output tensor to keep (repeatable)")
-    model.add_parser("list")
+    _list_parser(model)
     model.add_parser("info").add_argument("id")
     model.add_parser("delete").add_argument("id")
 
@@ -512,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     dimp.add_argument("files", nargs="+")
     dimp.add_argument("--format", default="", choices=["", "coco", "voc", "imagenet", "yolo", "images"],
                       help="detected when left out")
-    dataset.add_parser("list")
+    _list_parser(dataset)
     dataset.add_parser("info").add_argument("id")
     prev = dataset.add_parser("preview", help="a PNG of a few images with their annotations")
     prev.add_argument("id")
@@ -538,11 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="accuracy reports").add_subparsers(dest="action", required=True)
     report.add_parser("evaluate", help="mAP when annotated; a child project is compared with its parent"
                       ).add_argument("project")
-    report.add_parser("list").add_argument("--project", default="")
+    _list_parser(report).add_argument("--project", default="")
     show = report.add_parser("show", help="a report's comparison table, or with --image a picture")
     show.add_argument("id")
     show.add_argument("--advanced", action="store_true", help="per image and class, with precision")
-    show.add_argument("--order-by", default="", help="column, '-' for descending, e.g. -b")
+    show.add_argument("--order-by", default="", metavar="COLUMNS",
+                      help="sort by these comma-separated columns (image, class_name, a, b, matches, precision)")
+    show.add_argument("--descending", action="store_true", help="sort from the largest down")
     show.add_argument("--differences", action="store_true", help="only images where A != B or matches < min(A, B)")
     show.add_argument("--class-name", default="")
     show.add_argument("--image", type=int, default=None, help="image id: write a PNG of both sets of boxes")
@@ -576,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cmd.add_argument("--batches", default="1", help="comma-separated, e.g. 1,2,4")
     sweep_cmd.add_argument("--streams-grid", default="", help="comma-separated stream counts")
     sweep_cmd.add_argument("--requests-grid", default="", help="comma-separated request counts")
-    sweep_cmd.add_argument("--latency-limit", type=float, default=0.0, help="ms, for the sweet spot")
+    sweep_cmd.add_argument("--latency-limit", type=float, default=0.0, help="ms: also mark the best point under it")
+    sweep_cmd.add_argument("-o", "--output", default="sweep.png", help="where to write the chart (PNG)")
     compare = commands.add_parser("compare", help="two projects side by side")
     compare.add_argument("first")
     compare.add_argument("second")
@@ -586,11 +604,18 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--presigned", action="store_true", help="PUT straight to object storage")
 
     job = commands.add_parser("job", help="jobs").add_subparsers(dest="action", required=True)
-    job_list = job.add_parser("list")
+    job_list = _list_parser(job)
     job_list.add_argument("--project", default="")
     job_list.add_argument("--state", default="", choices=["", "queued", "running", "succeeded", "failed", "cancelled"])
     for action in ("get", "watch", "cancel"):
         job.add_parser(action).add_argument("id")
+    return parser
+
+
+def _list_parser(subcommands) -> argparse.ArgumentParser:
+    """A `list` command: newest first, like `docker ps`, unless --oldest-first."""
+    parser = subcommands.add_parser("list", help="newest first")
+    parser.add_argument("--oldest-first", action="store_true", help="list the oldest first")
     return parser
 
 

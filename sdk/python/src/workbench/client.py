@@ -66,13 +66,19 @@ class WorkbenchError(Exception):
         return cls(error.code(), error.details() or "", field, retry_after_s)
 
 
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 class JobFailedError(WorkbenchError):
-    """wait_job ended with a job that failed or was cancelled."""
+    """wait_job ended with a job that failed or was cancelled; `code` is the status it ended with (e.g.
+    INVALID_ARGUMENT for input a service refused, UNAVAILABLE for one out of reach, CANCELLED)."""
 
     def __init__(self, job: common_pb2.Job):
         state = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
         where = f" in {job.failed_service}" if job.failed_service else ""
-        super().__init__(grpc.StatusCode.ABORTED, f"job {job.id} {state.lower()}{where}: {job.error}")
+        # ABORTED only for a job stored before jobs carried their code
+        code = _STATUS_CODES.get(job.error_code) if job.error_code else None
+        super().__init__(code or grpc.StatusCode.ABORTED, f"job {job.id} {state.lower()}{where}: {job.error}")
         self.job = job
 
 
@@ -186,10 +192,11 @@ class WorkbenchClient:
     def get_project(self, project_id: str) -> gateway_pb2.Project:
         return self._call(self.stub.GetProject, gateway_pb2.GetProjectRequest(project_id=project_id)).project
 
-    def list_projects(self, parent_id: str = "", page_size: int = 100) -> Iterator[gateway_pb2.Project]:
-        return self._paginate(
-            self.stub.ListProjects, gateway_pb2.ListProjectsRequest(parent_id=parent_id, page_size=page_size), "projects"
-        )
+    def list_projects(self, parent_id: str = "", page_size: int = 100, oldest_first: bool = False
+                      ) -> Iterator[gateway_pb2.Project]:
+        """Newest first, unless oldest_first."""
+        request = gateway_pb2.ListProjectsRequest(parent_id=parent_id, page_size=page_size, oldest_first=oldest_first)
+        return self._paginate(self.stub.ListProjects, request, "projects")
 
     def delete_project(self, project_id: str) -> None:
         self._call(self.stub.DeleteProject, gateway_pb2.DeleteProjectRequest(project_id=project_id))
@@ -257,11 +264,13 @@ class WorkbenchClient:
         with urllib.request.urlopen(response.download_url, timeout=self.timeout) as body:
             return body.read()
 
-    def list_models(self, page_size: int = 100) -> Iterator[gateway_pb2.Model]:
-        return self._paginate(self.stub.ListModels, gateway_pb2.ListModelsRequest(page_size=page_size), "models")
+    def list_models(self, page_size: int = 100, oldest_first: bool = False) -> Iterator[gateway_pb2.Model]:
+        request = gateway_pb2.ListModelsRequest(page_size=page_size, oldest_first=oldest_first)
+        return self._paginate(self.stub.ListModels, request, "models")
 
-    def list_datasets(self, page_size: int = 100) -> Iterator[gateway_pb2.Dataset]:
-        return self._paginate(self.stub.ListDatasets, gateway_pb2.ListDatasetsRequest(page_size=page_size), "datasets")
+    def list_datasets(self, page_size: int = 100, oldest_first: bool = False) -> Iterator[gateway_pb2.Dataset]:
+        request = gateway_pb2.ListDatasetsRequest(page_size=page_size, oldest_first=oldest_first)
+        return self._paginate(self.stub.ListDatasets, request, "datasets")
 
     def optimize_project(self, project_id: str, config: quantizer_pb2.QuantizationConfig | None = None,
                          name: str = "", request_id: str | None = None,
@@ -289,6 +298,13 @@ class WorkbenchClient:
             latency_limit_ms=latency_limit_ms, request_id=request_id or uuid.uuid4().hex)
         return self._call(self.stub.SweepProject, request).job
 
+    def sweep_chart(self, project_id: str) -> bytes:
+        """The PNG chart of the project's last sweep: throughput against latency, the best point, the best
+        under the latency limit and the sweet spot marked."""
+        response = self._call(self.stub.GetSweepChart, gateway_pb2.GetSweepChartRequest(project_id=project_id))
+        with urllib.request.urlopen(response.download_url, timeout=self.timeout) as body:
+            return body.read()
+
     def compare_projects(self, first_project_id: str, second_project_id: str) -> gateway_pb2.CompareProjectsResponse:
         return self._call(self.stub.CompareProjects, gateway_pb2.CompareProjectsRequest(
             first_project_id=first_project_id, second_project_id=second_project_id))
@@ -311,9 +327,10 @@ class WorkbenchClient:
     def get_report(self, report_id: str) -> gateway_pb2.Report:
         return self._call(self.stub.GetReport, gateway_pb2.GetReportRequest(report_id=report_id)).report
 
-    def list_reports(self, project_id: str = "", page_size: int = 100) -> Iterator[gateway_pb2.Report]:
-        return self._paginate(self.stub.ListReports,
-                              gateway_pb2.ListReportsRequest(project_id=project_id, page_size=page_size), "reports")
+    def list_reports(self, project_id: str = "", page_size: int = 100, oldest_first: bool = False
+                     ) -> Iterator[gateway_pb2.Report]:
+        request = gateway_pb2.ListReportsRequest(project_id=project_id, page_size=page_size, oldest_first=oldest_first)
+        return self._paginate(self.stub.ListReports, request, "reports")
 
     def report_rows(self, report_id: str, *, advanced: bool = False, order_by: str = "", only_differences: bool = False,
                     class_name: str = "", page_size: int = 100) -> Iterator[accuracy_pb2.ComparisonRow]:
@@ -351,8 +368,10 @@ class WorkbenchClient:
     def get_job(self, job_id: str) -> common_pb2.Job:
         return self._call(self.stub.GetJob, gateway_pb2.GetJobRequest(job_id=job_id)).job
 
-    def list_jobs(self, project_id: str = "", state: int = 0, page_size: int = 100) -> Iterator[common_pb2.Job]:
-        request = gateway_pb2.ListJobsRequest(project_id=project_id, state=state, page_size=page_size)
+    def list_jobs(self, project_id: str = "", state: int = 0, page_size: int = 100, oldest_first: bool = False
+                  ) -> Iterator[common_pb2.Job]:
+        request = gateway_pb2.ListJobsRequest(project_id=project_id, state=state, page_size=page_size,
+                                              oldest_first=oldest_first)
         return self._paginate(self.stub.ListJobs, request, "jobs")
 
     def cancel_job(self, job_id: str) -> common_pb2.Job:
