@@ -17,9 +17,28 @@ Files kept in ``state_dir``:
 
 Observed with SeaweedFS 4.48: start-up to a working S3 API takes ~3.5 s (with
 -master.electionTimeout=1s; the default 10 s election makes a restart take ~13 s).
-A graceful SIGTERM exit always takes ~16 s, because the filer's gRPC graceful stop
-waits 15 s for in-process metadata subscriptions. Acknowledged writes are already on
-disk by then, so stop() sends SIGTERM, waits `timeout`, then SIGKILLs; data survives.
+
+Stopping. A graceful exit always takes ~16 s: SIGTERM, SIGINT and SIGALRM all run the same
+shutdown hooks (SIGHUP only reloads; there is no faster signal, and `weed server` has no flag for
+it), and the first hook, the filer's, waits 15 s in its gRPC graceful stop for the in-process
+metadata subscriptions (the S3 server's IAM watch, the filer's own aggregator) that never end by
+themselves. Only then does it close the filer store and the volumes. Nothing in that wait is needed
+for data that was acknowledged:
+    - the filer store is the embedded leveldb2 (master/filerldb2/, no filer.toml): every entry is a
+      leveldb Put (not synced) whose journal record is handed to the kernel with write(2) before
+      the call returns;
+    - a needle is written with pwrite(2) to its volume's .dat and .idx before the volume server
+      answers;
+    - the master recovers its max volume id and file key from the volume servers' heartbeats.
+So an acknowledged S3 PUT (or bucket creation, or delete) is in the kernel once it is answered, and
+a SIGKILL loses none of it; tests/stack checks this across `workbench down` + `up`. What the
+graceful path adds is an fsync of the volumes at close; stop() does that itself after the process
+is gone, for every file under data/ and master/ (the filer's leveldb journal too), so the files
+are also safe from a power cut right after. A SIGKILL does drop the filer's in-memory log of
+metadata events since its last flush (once a minute; read only by metadata subscribers such as
+filer.sync, none of which run here) and chunk deletions still queued (unreferenced space, not data).
+stop(timeout) therefore sends SIGTERM (the filer stops taking new gRPC calls, in-flight ones end),
+waits `timeout` for requests in flight, then SIGKILLs and syncs.
 """
 
 from __future__ import annotations
@@ -30,6 +49,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -267,11 +287,13 @@ class SeaweedServer:
         return self.pid is not None and _weed_alive(self.pid)
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """SIGTERM, wait up to `timeout` s, then SIGKILL. True when it exited on SIGTERM alone."""
+        """SIGTERM, wait up to `timeout` s, then SIGKILL; then fsync the data (see the module's notes:
+        a SIGKILL loses no acknowledged write). True when it exited on SIGTERM alone."""
         if self.pid is None:
             return True
         graceful = _terminate(self.pid, timeout, self._proc)
         self._proc = None
+        sync_data(self.state_dir)
         _wait_ports_released(self.host, self.ports)
         _cleanup_after_exit(self.state_dir, self.pid, self.ports)
         self.pid = None
@@ -365,13 +387,41 @@ def stop_pid(pid_file: Path | str, timeout: float = 5.0) -> bool:
     if state:
         ports = SeaweedPorts(**{f.name: int(state["ports"].get(f.name, 0)) for f in fields(SeaweedPorts)})
     _terminate(pid, timeout, None)
+    sync_data(pid_file.parent)
     if ports is not None:
         _wait_ports_released(state.get("host", "127.0.0.1"), ports)
     _cleanup_after_exit(pid_file.parent, pid, ports)
     return True
 
 
+def sync_data(state_dir: Path | str) -> None:
+    """fsync every file and folder under state_dir's data/ and master/ (volumes, raft state, filer
+    store), as weed's graceful exit does for its volumes: after a SIGKILL, what the kernel holds is
+    then on disk too. Call it once the server is gone; files that vanish meanwhile are skipped."""
+    state_dir = Path(state_dir)
+    for root in (state_dir / "data", state_dir / "master"):
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                _fsync(os.path.join(folder, name))
+            _fsync(folder)
+
+
 # ---- helpers ----------------------------------------------------------------------------
+
+
+def _fsync(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:  # gone, a socket or fifo, a link
+        return
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            os.fsync(fd)
+    except OSError as exc:
+        log.warning("could not fsync %s: %s", path, exc)
+    finally:
+        os.close(fd)
 
 
 def _terminate(pid: int, timeout: float, proc: subprocess.Popen | None) -> bool:
@@ -395,7 +445,8 @@ def _terminate(pid: int, timeout: float, proc: subprocess.Popen | None) -> bool:
         return True
     if gone(timeout):
         return True
-    log.warning("seaweedfs did not exit on SIGTERM within %.1fs; killing", timeout, extra={"pid": pid})
+    # the usual way out (a graceful exit takes ~16 s); info, not warning: `workbench down` would print it
+    log.info("seaweedfs still running %.1fs after SIGTERM; killing", timeout, extra={"pid": pid})
     _signal(pid, signal.SIGKILL)
     if not gone(10.0):
         raise SeaweedError(f"SeaweedFS (pid {pid}) survived SIGKILL")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from services.stack import free_ports
+from services.common.seaweed import LOG_FILE
+from services.stack import LocalStack, free_ports
+from workbench.client import WorkbenchClient
 
 SERVICES = ["gateway", "converter", "quantizer", "benchmark", "accuracy"]
 
@@ -64,3 +69,74 @@ def test_cli_errors_are_one_line(cli):
     result = cli("project", "get", "not-an-id", check=False)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+# `down` of an idle stack takes ~2 s (the services together ~0.9 s, then SeaweedFS: a 1 s grace, SIGKILL,
+# fsync). The bound leaves room for a loaded 2-core machine; the old graceful wait took ~16 s.
+DOWN_BOUND_S = 6.0
+
+
+@pytest.fixture
+def stack(tmp_path):
+    stack = LocalStack(tmp_path / "home", free_ports=True)
+    try:
+        yield stack
+    finally:
+        stack.kill()  # whatever a failed test left running
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def timed_down(stack: LocalStack) -> float:
+    started = time.monotonic()
+    stack.down()
+    return time.monotonic() - started
+
+
+def test_down_is_quick(stack):
+    stack.up()
+    took = timed_down(stack)
+    assert took < DOWN_BOUND_S, f"`down` took {took:.1f}s"
+    assert not any(c.healthy for c in stack.status())
+    for name in ("gateway", "converter", "quantizer", "benchmark", "accuracy"):
+        assert stack.pid(name) is None
+
+
+def test_writes_made_just_before_down_survive_down_and_up(stack):
+    """`down` SIGKILLs SeaweedFS after a short grace: what S3 and the gateway acknowledged the moment
+    before must still be there after `up`."""
+    stack.up()
+    store = stack.object_store()
+    small, large, staged = os.urandom(1000), os.urandom(12 * 1024 * 1024), os.urandom(300_000)
+    store.ensure_bucket("made-just-before-down")  # a bucket made just before, too
+    store.put_bytes("made-just-before-down", "small", small)
+    store.put_bytes("made-just-before-down", "large", large)  # several chunks, a multipart upload
+    # without a hash: staged under a temporary key, then copied into place and the staging deleted
+    store.put_stream("workbench", "kept/staged", io.BytesIO(staged), len(staged))
+    store.close()
+    with WorkbenchClient(stack.address(), timeout=60) as client:
+        project = client.create_project("made just before down")
+    took = timed_down(stack)  # at once: no pause for anything to settle
+    assert took < DOWN_BOUND_S, f"`down` took {took:.1f}s"
+    # the S3 server really was killed: its filer never shut down (the graceful path would have closed
+    # its store and volumes first, and this test would prove nothing about the fast one)
+    last_run = (stack.s3_dir / LOG_FILE).read_text(errors="replace").rsplit("--- starting:", 1)[1]
+    assert "Shutting down filer" not in last_run, "SeaweedFS exited gracefully: the SIGKILL path went untested"
+
+    stack.up()
+    store = stack.object_store()
+    try:
+        assert store.get_bytes("made-just-before-down", "small") == small
+        assert sha256(store.get_bytes("made-just-before-down", "large")) == sha256(large)
+        assert store.get_bytes("workbench", "kept/staged") == staged
+        # the deletion of the staged copy was kept too
+        assert list(store.client.list_objects("workbench", prefix="_tmp/", recursive=True)) == []
+        assert sorted(o.key for o in store.iter_objects("made-just-before-down", "")) == ["large", "small"]
+    finally:
+        store.close()
+    with WorkbenchClient(stack.address(), timeout=60) as client:
+        assert client.get_project(project.id).name == "made just before down"
+        assert [p.id for p in client.list_projects()] == [project.id]
+    assert timed_down(stack) < DOWN_BOUND_S
