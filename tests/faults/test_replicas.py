@@ -31,7 +31,7 @@ class Replicas:
     stack: LocalStack
     postgres_dir: Path
     postgres: object
-    second: subprocess.Popen
+    second: subprocess.Popen | None
     second_address: str
     clients: dict[str, WorkbenchClient]  # by address
 
@@ -83,24 +83,22 @@ def replicas(tmp_path_factory):
     postgres_dir = tmp_path_factory.mktemp("postgres")
     postgres = pgserver.get_server(postgres_dir, cleanup_mode="stop")
     stack = LocalStack(tmp_path_factory.mktemp("stack"), free_ports=True)
-    second = None
-    clients: dict[str, WorkbenchClient] = {}
+    replicas = Replicas(stack, postgres_dir, postgres, None, "", {})
     try:
         with pytest.MonkeyPatch.context() as env:
             env.setenv("WORKBENCH_DATABASE_URL", postgres.get_uri())
             up(stack)
-            second, address = start_second_gateway(stack)
-            replicas = Replicas(stack, postgres_dir, postgres, second, address, clients)
-            clients.update({a: WorkbenchClient(a, timeout=60) for a in replicas.addresses})
+            replicas.second, replicas.second_address = start_second_gateway(stack)
+            replicas.clients.update({a: WorkbenchClient(a, timeout=60) for a in replicas.addresses})
             yield replicas
-    finally:
-        for client in clients.values():
+    finally:  # the tests restart the second gateway and PostgreSQL: stop the ones running now
+        for client in replicas.clients.values():
             client.close()
-        if second is not None:
-            second.kill()
-            second.wait()
+        if replicas.second is not None:
+            replicas.second.kill()
+            replicas.second.wait()
         stack.kill()
-        postgres.cleanup()
+        replicas.postgres.cleanup()
 
 
 @pytest.fixture(scope="module")
