@@ -4,7 +4,7 @@ Evaluation: services.accuracy.evaluate.evaluate over the 80 vtest frames repeate
 ids), i.e. reading, preprocessing, inference, decoding (confidence floor 0.001, as COCO evaluations use), then
 the metrics the accuracy service computes: COCO metrics with pycocotools against a reference (the FP32
 model's detections >= 0.25, f32 inference, made once), parent agreement and the per-image comparison.
-Baseline: services.benchmark.measure.benchmark on the same model, device and hint (CPU, THROUGHPUT, the
+Baseline: services.common.measure.benchmark on the same model, device and hint (CPU, THROUGHPUT, the
 runtime's default precision), fed the same preprocessed frames, for about as long as one evaluation.
 The two alternate, --runs times each; figures are medians. The evaluation rate counts from the first
 image on (compilation excluded, as the benchmark excludes it) to the metrics' end; "with compile" adds it.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import emit, median  # noqa: E402
 from services import reference_models  # noqa: E402
 from services.accuracy.evaluate import evaluate, to_coco_results  # noqa: E402
-from services.benchmark.measure import BenchConfig, benchmark, conditions  # noqa: E402
+from services.common.measure import BenchConfig, benchmark, conditions  # noqa: E402
 from services.common.detection import Decoder  # noqa: E402
 from services.common.metrics import coco_metrics, compare_predictions, parent_agreement  # noqa: E402
 from services.common.model_info import read_model_info  # noqa: E402

@@ -30,7 +30,7 @@ from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit, median, peak_rss_mb, seaweed, service_process  # noqa: E402
-from services.benchmark.measure import BenchConfig, benchmark  # noqa: E402
+from services.common.measure import BenchConfig, benchmark  # noqa: E402
 from services.common.artifacts import StoredIR, download_ir, upload_ir  # noqa: E402
 from services.common.object_store import ObjectStore  # noqa: E402
 from services.common.pb import ref_from_pb, ref_to_pb  # noqa: E402

@@ -12,15 +12,15 @@ import grpc
 import numpy as np
 import openvino as ov
 
-from services.benchmark.measure import BenchConfig, BenchResult, benchmark
 from services.benchmark.sweep import Sweep, SweepPoint, chart_png, sweep
 from services.common.artifacts import download_ir
 from services.common.dataset_files import StoredDataset, download_images, read_bgr
+from services.common.measure import BenchConfig, BenchResult, benchmark
 from services.common.object_store import ObjectStore
 from services.common.pb import ir_from_pb, ref_to_pb
 from services.common.preprocess import Preprocessing
-from services.common.provenance import dataset_inputs, model_inputs, provenance
 from services.common.progress import Report, run_reporting
+from services.common.provenance import dataset_inputs, model_inputs, provenance
 from services.common.settings import Settings
 from workbench.v1 import benchmark_pb2, benchmark_pb2_grpc, common_pb2
 

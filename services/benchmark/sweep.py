@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from services.benchmark.measure import BenchConfig, BenchResult, benchmark
 from services.common.errors import InvalidArgument
+from services.common.measure import BenchConfig, BenchResult, benchmark
 from services.common.progress import Report
 
 MAX_POINTS = 64

@@ -9,14 +9,14 @@ from pathlib import Path
 import grpc
 import openvino as ov
 
-from services.common.artifacts import StoredIR, content_key, download_ir, upload_ir
+from services.common.analysis import analysis_to_pb, analyze, artifact_to_pb
+from services.common.artifacts import content_key, download_ir, upload_ir
 from services.common.errors import InvalidArgument
-from services.common.object_store import ObjectStore
-from services.common.pb import ir_from_pb, progress, ref_from_pb, ref_to_pb, struct_of
-from services.common.settings import Settings
-from services.converter.analysis import Analysis, analyze
-from services.converter.convert import ConvertOptions, ModelFiles, apply_options, load, refuse_code_formats, save
 from services.common.model_info import model_info_strings
+from services.common.object_store import ObjectStore
+from services.common.pb import ir_from_pb, progress, ref_from_pb, struct_of
+from services.common.settings import Settings
+from services.converter.convert import ConvertOptions, ModelFiles, apply_options, load, refuse_code_formats, save
 from workbench.v1 import common_pb2, converter_pb2, converter_pb2_grpc
 
 SERVICE_NAME = converter_pb2.DESCRIPTOR.services_by_name["ConverterService"].full_name
@@ -29,22 +29,6 @@ def options_from_pb(options: common_pb2.ConvertOptions) -> ConvertOptions:
         mean_values=list(options.mean_values), scale_values=list(options.scale_values),
         reverse_input_channels=options.reverse_input_channels, compress_to_fp16=options.compress_to_fp16,
         outputs=list(options.outputs),
-    )
-
-
-def analysis_to_pb(analysis: Analysis) -> common_pb2.ModelAnalysis:
-    return common_pb2.ModelAnalysis(
-        inputs=[common_pb2.TensorInfo(**vars(t)) for t in analysis.inputs],
-        outputs=[common_pb2.TensorInfo(**vars(t)) for t in analysis.outputs],
-        parameter_count=analysis.parameter_count, gflops=analysis.gflops, weight_bytes=analysis.weight_bytes,
-        task=analysis.task, model_type=analysis.model_type, quantized=analysis.quantized,
-    )
-
-
-def artifact_to_pb(ir: StoredIR, model: ov.Model, analysis: Analysis) -> common_pb2.ModelArtifact:
-    return common_pb2.ModelArtifact(
-        xml=ref_to_pb(ir.xml), bin=ref_to_pb(ir.bin), model_info=struct_of(model_info_strings(model)),
-        analysis=analysis_to_pb(analysis),
     )
 
 

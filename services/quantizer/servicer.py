@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import openvino as ov
 
+from services.common.analysis import analyze, artifact_to_pb
 from services.common.artifacts import content_key, download_ir, upload_ir
 from services.common.dataset_files import StoredDataset, download_images, read_bgr
 from services.common.errors import FailedPrecondition
@@ -17,8 +18,6 @@ from services.common.preprocess import Preprocessing
 from services.common.progress import Report, run_reporting
 from services.common.provenance import dataset_inputs, model_inputs, provenance
 from services.common.settings import Settings
-from services.converter.analysis import analyze
-from services.converter.servicer import artifact_to_pb
 from services.quantizer.calibrate import Outcome, QuantizeConfig, quantize
 from services.quantizer.similarity import unlike_warning
 from services.quantizer.validation import split, validation_for

@@ -13,10 +13,10 @@ from typing import Mapping
 import numpy as np
 import openvino as ov
 
-from services.benchmark.measure import BenchConfig, benchmark
 from services.common.detection import Decoder, Detections
 from services.common.errors import FailedPrecondition
 from services.common.labels import map_labels, model_labels_from_info
+from services.common.measure import BenchConfig, benchmark
 from services.common.metrics import coco_metrics, parent_agreement
 from services.common.model_info import model_info_strings
 from services.common.preprocess import Preprocessing

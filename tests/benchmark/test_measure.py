@@ -7,9 +7,9 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from services.benchmark.measure import BenchConfig, BenchResult, benchmark
 from services.benchmark.sweep import chart_png, sweep, sweet_spot
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.measure import BenchConfig, BenchResult, benchmark
 from services.converter.convert import ModelFiles, load
 from tests.converter.test_convert import small_classifier
 

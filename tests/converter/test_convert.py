@@ -12,8 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from services.common.analysis import analyze
 from services.common.errors import InvalidArgument
-from services.converter.analysis import analyze
 from services.converter.convert import (
     ConvertOptions, ModelFiles, apply_options, detect_framework, load, refuse_code_formats, save,
 )

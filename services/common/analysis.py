@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import openvino as ov
 
+from services.common.artifacts import StoredIR
 from services.common.model_info import model_info_strings
+from services.common.pb import ref_to_pb, struct_of
+from workbench.v1 import common_pb2
 
 # Weight-carrying constants are those big enough to be parameters, not shape or axis operands.
 _MIN_WEIGHT_ELEMENTS = 2
@@ -124,3 +127,19 @@ def _task(model: ov.Model, model_type: str) -> str:
             and shapes[0][2:] == _static(model.input(0).get_partial_shape())[2:]:
         return "segmentation"
     return "unknown"
+
+
+def analysis_to_pb(analysis: Analysis) -> common_pb2.ModelAnalysis:
+    return common_pb2.ModelAnalysis(
+        inputs=[common_pb2.TensorInfo(**vars(t)) for t in analysis.inputs],
+        outputs=[common_pb2.TensorInfo(**vars(t)) for t in analysis.outputs],
+        parameter_count=analysis.parameter_count, gflops=analysis.gflops, weight_bytes=analysis.weight_bytes,
+        task=analysis.task, model_type=analysis.model_type, quantized=analysis.quantized,
+    )
+
+
+def artifact_to_pb(ir: StoredIR, model: ov.Model, analysis: Analysis) -> common_pb2.ModelArtifact:
+    return common_pb2.ModelArtifact(
+        xml=ref_to_pb(ir.xml), bin=ref_to_pb(ir.bin), model_info=struct_of(model_info_strings(model)),
+        analysis=analysis_to_pb(analysis),
+    )
