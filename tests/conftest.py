@@ -134,6 +134,9 @@ def stop_services(servers: dict[str, ServiceServer]) -> None:
         server.shutdown(grace=0)
 
 
+FRAMES = sorted((Path(__file__).resolve().parents[1] / "data" / "vtest").glob("*.jpg"))[::5]  # 16 frames
+
+
 def tiny_project(client: WorkbenchClient, frames: list[Path]) -> gateway_pb2.Project:
     """The real yolov4-tiny and some vtest frames imported through the gateway, as one project."""
     files = yolov4_tiny()
@@ -152,3 +155,9 @@ def workbench(s3_settings):
     yield Workbench(client, settings, servers)
     client.close()
     stop_services(servers)
+
+
+@pytest.fixture
+def parent(workbench):
+    """The real yolov4-tiny on 16 vtest frames, imported through the gateway: a project to optimize."""
+    return tiny_project(workbench.client, FRAMES)

@@ -8,14 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.converter.test_convert import small_classifier
-from tests.quantizer.test_quantizer_service import FRAMES, parent  # noqa: F401  (fixture)
+from tests.conftest import FRAMES
+from tests.small_models import small_classifier
 from workbench import cli
 from workbench.client import JobFailedError
 from workbench.v1 import common_pb2, quantizer_pb2
 
 
-def test_child_report_compares_with_the_parent(workbench, parent, capsys):  # noqa: F811
+def test_child_report_compares_with_the_parent(workbench, parent, capsys):
     client = workbench.client
     child_id = client.wait_job(client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
         preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)).id).output.project_id

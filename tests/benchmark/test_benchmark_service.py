@@ -7,7 +7,7 @@ import threading
 import grpc
 import pytest
 
-from tests.converter.test_convert import small_classifier
+from tests.small_models import small_classifier
 from workbench import cli
 from workbench.client import JobFailedError, WorkbenchError
 from workbench.v1 import common_pb2

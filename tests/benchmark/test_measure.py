@@ -11,7 +11,7 @@ from services.benchmark.sweep import chart_png, sweep, sweet_spot
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.measure import BenchConfig, BenchResult, benchmark
 from services.converter.convert import ModelFiles, load
-from tests.converter.test_convert import small_classifier
+from tests.small_models import small_classifier
 
 
 @pytest.fixture

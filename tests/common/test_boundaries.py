@@ -60,3 +60,12 @@ def test_the_check_sees_a_crossing(tmp_path):
     (tmp_path / "common" / "helpers.py").write_text("import services.quantizer.steps\n")
     assert crossings(tmp_path) == ["common/helpers.py:1 imports services.quantizer.steps",
                                    "quantizer/steps.py:4 imports services.converter.convert"]
+
+
+def test_tests_share_helpers_not_each_other():
+    """Shared test code lives in conftest.py or a helper module, never in another test module."""
+    tests = SERVICES.parent / "tests"
+    found = [f"{path.relative_to(tests)}:{line} imports {module}"
+             for path in sorted(tests.rglob("*.py")) for line, module in imported(path)
+             if module.startswith("tests.") and module.rsplit(".", 1)[-1].startswith("test_")]
+    assert found == []

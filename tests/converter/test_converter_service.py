@@ -7,7 +7,7 @@ import re
 import grpc
 import pytest
 
-from tests.converter.test_convert import small_classifier
+from tests.small_models import small_classifier
 from workbench.client import JobFailedError
 from workbench.v1 import common_pb2, converter_pb2, converter_pb2_grpc
 

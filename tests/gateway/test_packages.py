@@ -7,12 +7,11 @@ import sys
 import tarfile
 from pathlib import Path
 
-from tests.quantizer.test_quantizer_service import parent  # noqa: F401  (fixture)
 
 PHOTO = Path(__file__).resolve().parents[2] / "data" / "images" / "person.jpg"
 
 
-def test_package_runs_in_a_fresh_venv(workbench, parent, tmp_path):  # noqa: F811
+def test_package_runs_in_a_fresh_venv(workbench, parent, tmp_path):
     client = workbench.client
     package_id = client.wait_job(client.export_package(parent.id).id).output.package_id
     archive = client.download_package(package_id, tmp_path / "package.tar.gz")

@@ -17,7 +17,7 @@ from services.converter.darknet import convert_darknet
 from services.quantizer import calibrate
 from services.quantizer.calibrate import QuantizeConfig, Setting, candidate_settings
 from services.quantizer.similarity import UNLIKE_ABOVE, energy_coefficient, features, unlike_warning
-from tests.converter.test_convert import small_classifier
+from tests.small_models import small_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = sorted((REPO / "data" / "vtest").glob("*.jpg"))

@@ -7,18 +7,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import tiny_project
+from tests.conftest import FRAMES
 from workbench.client import JobFailedError, WorkbenchError
 from workbench.v1 import common_pb2, quantizer_pb2
 
 DATA = Path(__file__).resolve().parents[2] / "data"
-FRAMES = sorted((DATA / "vtest").glob("*.jpg"))[::5]  # 16 frames
 PHOTOS = sorted((DATA / "images").glob("*.jpg"))
-
-
-@pytest.fixture
-def parent(workbench):
-    return tiny_project(workbench.client, FRAMES)
 
 
 def test_default_method_makes_a_child_project_judged_against_the_parent(workbench, parent):
