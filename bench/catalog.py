@@ -31,7 +31,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.harness import emit, peak_rss_mb, seaweed, service_process  # noqa: E402
+from bench.harness import emit, peak_rss_mb, rss_mb, seaweed, service_process  # noqa: E402
 from services.gateway import db as schema  # noqa: E402
 from services.gateway.db import Database  # noqa: E402
 from workbench.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
@@ -194,13 +194,6 @@ def watchers(address: str, seeded: dict, count: int, pid: int, rounds: int) -> d
     finally:
         for c in channels:
             c.close()
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 @contextlib.contextmanager

@@ -85,10 +85,19 @@ def wait_serving(address: str, timeout: float = 60.0) -> None:
 
 def peak_rss_mb(pid: int | str = "self") -> float:
     """Peak resident memory (VmHWM) of a process, in MB."""
+    return _status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory now (VmRSS) of a process, in MB."""
+    return _status_mb(pid, "VmRSS")
+
+
+def _status_mb(pid: int | str, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {field}")
 
 
 def reset_peak_rss(pid: int | str = "self") -> None:

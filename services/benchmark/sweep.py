@@ -103,10 +103,17 @@ def chart_png(result: Sweep, latency_limit_ms: float, title: str = "") -> bytes:
     cv2.putText(image, title, (margin, 25), font, 0.6, black, 1)
     if latency_limit_ms:
         cv2.line(image, at(latency_limit_ms, 0), at(latency_limit_ms, y_max), (60, 60, 220), 1)
-    # the sweet spot's mark wins where two fall on one point; the legend names all three
-    marks = [(i, name, color) for i, name, color in ((result.sweet_spot, "sweet spot", SWEET),
-             (result.best_within_latency, "best under the limit", WITHIN), (result.best, "best", BEST)) if i >= 0]
-    color_of = {i: color for i, _, color in reversed(marks)}
+        cv2.putText(image, f"limit {latency_limit_ms:g} ms", (at(latency_limit_ms, 0)[0] + 4, height - margin - 8),
+                    font, 0.4, (60, 60, 220), 1)
+    # a point may carry several marks: it takes the sweet spot's colour before the others', and one legend line
+    # names them all
+    marks = [(i, name, color) for i, name, color in ((result.best, "best", BEST),
+             (result.best_within_latency, "best under the limit", WITHIN), (result.sweet_spot, "sweet spot", SWEET))
+             if i >= 0]
+    color_of = {i: color for i, _, color in marks}
+    names_of: dict[int, list[str]] = {}
+    for i, name, _ in marks:
+        names_of.setdefault(i, []).append(name)
     labels = [f"b{p.batch or '-'} s{p.result.runtime_streams} r{p.result.runtime_infer_requests}" for p in result.points]
     for i in range(len(result.points)):
         color = color_of.get(i, (90, 90, 90))
@@ -114,11 +121,11 @@ def chart_png(result: Sweep, latency_limit_ms: float, title: str = "") -> bytes:
         cv2.circle(image, center, 6 if i in color_of else 4, color, -1)
         if i == result.sweet_spot:
             cv2.circle(image, center, 11, SWEET, 2)
-        cv2.putText(image, labels[i], (center[0] + 8, center[1] - 6), font, 0.4, color, 1)
-    for row, (i, name, color) in enumerate(marks):  # top right
+        cv2.putText(image, labels[i], (center[0] + 14, center[1] - 8), font, 0.4, color, 1)  # clear of the ring
+    for row, (i, names) in enumerate(names_of.items()):  # top right
         y = margin + 18 * row
-        cv2.circle(image, (width - 250, y - 4), 5, color, -1)
-        cv2.putText(image, f"{name}: {labels[i]}", (width - 238, y), font, 0.45, color, 1)
+        cv2.circle(image, (width - 290, y - 4), 5, color_of[i], -1)
+        cv2.putText(image, f"{' and '.join(names)}: {labels[i]}", (width - 278, y), font, 0.45, color_of[i], 1)
     ok, png = cv2.imencode(".png", image)
     assert ok
     return png.tobytes()

@@ -89,8 +89,10 @@ def to_grpc_status(error: errors.WorkbenchError) -> grpc.Status:
 # -- server side -----------------------------------------------------------------------------
 
 
-def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Callable, bool], Callable]) -> grpc.RpcMethodHandler:
-    """The same handler with its behavior passed through wrap(behavior, response_streaming)."""
+def rebuild_handler(handler: grpc.RpcMethodHandler, wrap: Callable[[Callable, bool], Callable]
+                    ) -> grpc.RpcMethodHandler:
+    """The same handler with its behavior passed through wrap(behavior, response_streaming): what every
+    server interceptor here (errors, auth, slots) does to a handler."""
     kinds = {
         (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
         (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
@@ -152,7 +154,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                     fail(exc, context)
             return call
 
-        return _rebuild(handler, wrap)
+        return rebuild_handler(handler, wrap)
 
 
 def _token_digest(value: str) -> bytes:
@@ -194,7 +196,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
             return refuse
 
-        return _rebuild(handler, deny)
+        return rebuild_handler(handler, deny)
 
 
 # -- client side -----------------------------------------------------------------------------

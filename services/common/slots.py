@@ -13,7 +13,7 @@ import threading
 import grpc
 
 from services.common import errors
-from services.common.interceptors import _rebuild, to_grpc_status
+from services.common.interceptors import rebuild_handler, to_grpc_status
 
 RETRY_S = 0.5
 LIMITED_PREFIX = "/workbench.v1."  # health and reflection streams are never limited
@@ -45,7 +45,7 @@ class Slots(grpc.ServerInterceptor):
                     self._free.release()
             return limited
 
-        return _rebuild(handler, wrap)
+        return rebuild_handler(handler, wrap)
 
     def _taken(self, change: int) -> None:
         with self._lock:

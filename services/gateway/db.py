@@ -99,6 +99,7 @@ class Database:
             self.engine = sa.create_engine(
                 self.url, pool_size=8, max_overflow=24, pool_pre_ping=True, pool_recycle=1800,
                 connect_args={"connect_timeout": 5})
+        # SQLite has one writer at a time: this process's writers queue here rather than spin on busy_timeout
         self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
 
     @property

@@ -28,19 +28,16 @@ from google.protobuf.message import Message
 from sqlalchemy.engine import Connection
 
 from services.common import pb
-from services.common.errors import (
-    Cancelled, FailedPrecondition, ResourceExhausted, Unavailable, Unimplemented, WorkbenchError,
-)
+from services.common.errors import Cancelled, FailedPrecondition, Unavailable, Unimplemented, WorkbenchError
 from services.common.interceptors import status_code_for
 from services.gateway import db as schema
 from services.gateway.db import Database
 from services.gateway.records import Records, new_id, validate_id, validate_request_id
-from services.gateway.watches import Send, Watch, Watches
+from services.gateway.watches import TERMINAL, Send, Watch, Watches
 from workbench.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
-TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
 # progress is stored when its stage changes, when it moved by PROGRESS_STEP, or PROGRESS_INTERVAL_S after
 # the last stored: a watcher sees it move, and a job reporting every image does not write a row per image
 PROGRESS_INTERVAL_S = 0.1
@@ -256,7 +253,7 @@ class JobManager:
                 job.error, job.error_code = "cancelled before it started", _code(grpc.StatusCode.CANCELLED)
                 job.end_time.CopyFrom(now())
                 job.state = common_pb2.JOB_STATE_CANCELLED
-                self._write_events(tx, job, [self._event(job)])
+                self._write_event(tx, job, self._event(job))
             else:
                 tx.execute(schema.jobs.update().where(schema.jobs.c.id == job_id).values(cancel_requested=True))
         with self._lock:
@@ -323,23 +320,19 @@ class JobManager:
             job = common_pb2.Job.FromString(row.body)
             tx.execute(schema.jobs.update().where(jobs.id == row.id).values(
                 owner=self.owner, lease_until=time.time() + self.lease_s, attempt=row.attempt + 1))
-            ctx = JobContext(self, job)
-            handler = self.handlers.get(job.kind)
-            events = []
             if row.state == common_pb2.JOB_STATE_QUEUED:
                 job.state = common_pb2.JOB_STATE_RUNNING
                 job.start_time.CopyFrom(now())
-                events.append(self._event(job))
             else:
                 job.progress.message = f"resumed (attempt {row.attempt + 1}): the gateway running it stopped"
-                events.append(self._event(job))
-            self._write_events(tx, job, events)
+            self._write_event(tx, job, self._event(job))
+        ctx = JobContext(self, job)
         with self._lock:
             self._running[job.id] = ctx
         if row.cancel_requested:
             ctx._cancel.set()
-        if handler is None:  # a job a newer gateway accepted: fail it rather than leave it queued forever
-            handler = Handler(common_pb2.Job, _unknown_kind)
+        # a job a newer gateway accepted: fail it rather than leave it queued forever
+        handler = self.handlers.get(job.kind) or Handler(common_pb2.Job, _unknown_kind)
         log.info("job %s claimed by %s (attempt %d)", job.id, self.owner, row.attempt + 1)
         return ctx, handler, handler.request_type.FromString(row.request)
 
@@ -353,10 +346,8 @@ class JobManager:
                 job.output.CopyFrom(output)
             job.progress.fraction = 1.0
             self._finish(ctx, common_pb2.JOB_STATE_SUCCEEDED)
-        except LeaseLost:
-            log.info("job %s: handed over to another gateway", job.id)
         except Exception as exc:
-            if ctx._lost.is_set():  # stopped because it was handed over: its new holder ends it
+            if isinstance(exc, LeaseLost) or ctx._lost.is_set():  # handed over: its new holder ends it
                 log.info("job %s: handed over to another gateway", job.id)
             elif isinstance(exc, Cancelled):
                 job.error, job.error_code = exc.message, _code(grpc.StatusCode.CANCELLED)
@@ -393,7 +384,7 @@ class JobManager:
                     self._check_owner(tx, saved.id)
                     for write in writes:
                         write(tx)
-                    self._write_events(tx, saved, [self._event(saved)])
+                    self._write_event(tx, saved, self._event(saved))
                 break
             except LeaseLost:
                 log.warning("job %s: another gateway took it over before its end was stored", job.id)
@@ -445,7 +436,7 @@ class JobManager:
     def _append(self, ctx: JobContext, event: common_pb2.JobEvent) -> None:
         with self.db.write() as tx:
             self._check_owner(tx, ctx.job.id)
-            self._write_events(tx, ctx.job, [event])
+            self._write_event(tx, ctx.job, event)
         self._notify()
 
     def _check_owner(self, tx: Connection, job_id: str) -> None:
@@ -460,9 +451,10 @@ class JobManager:
             raise LeaseLost(job_id)
 
     @staticmethod
-    def _write_events(tx: Connection, job: common_pb2.Job, events: list[common_pb2.JobEvent]) -> None:
-        tx.execute(schema.job_events.insert(), [
-            {"job_id": job.id, "sequence": e.sequence, "body": e.SerializeToString()} for e in events])
+    def _write_event(tx: Connection, job: common_pb2.Job, event: common_pb2.JobEvent) -> None:
+        """Store the event and the job as it stands after it."""
+        tx.execute(schema.job_events.insert().values(job_id=job.id, sequence=event.sequence,
+                                                     body=event.SerializeToString()))
         ended = {"waiting_for": None} if job.state in TERMINAL else {}
         tx.execute(schema.jobs.update().where(schema.jobs.c.id == job.id).values(
             state=job.state, body=job.SerializeToString(), last_sequence=job.last_sequence, **ended))

@@ -86,10 +86,6 @@ class Watches:
         """New events were stored here: feed watchers now rather than at the next poll."""
         self._wake.set()
 
-    @property
-    def count(self) -> int:
-        return len(self._watches)
-
     def _feed(self) -> None:
         while not self._stopping.is_set():
             self._wake.wait(POLL_S)

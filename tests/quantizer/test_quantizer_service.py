@@ -7,7 +7,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import FRAMES
 from workbench.client import JobFailedError, WorkbenchError
 from workbench.v1 import common_pb2, quantizer_pb2
 

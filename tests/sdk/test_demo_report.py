@@ -184,8 +184,9 @@ def table_rows(page: str) -> list[list[str]]:
 CLASS_ROWS = [
     accuracy_pb2.ComparisonRow(image="street.jpg", image_id=1, class_name="dog", a=0, b=2, matches=0, precision=0.0),
     accuracy_pb2.ComparisonRow(image="street.jpg", image_id=1, class_name="car", a=4, b=3, matches=3,
-                               precision=0.75),
-    accuracy_pb2.ComparisonRow(image="street.jpg", image_id=1, class_name="bus", a=2, b=0, matches=0, precision=0.0),
+                               precision=0.75, has_precision=True),
+    accuracy_pb2.ComparisonRow(image="street.jpg", image_id=1, class_name="bus", a=2, b=0, matches=0, precision=0.0,
+                               has_precision=True),
 ]
 
 

@@ -82,8 +82,9 @@ def run(client: WorkbenchClient, files: dict[str, Path], dataset: list[Path], *,
 
 
 def _precision(row) -> str:
-    """Predicted-class precision (matches / A) of a per-class row; undefined, "-", where A = 0."""
-    return f"{row.precision:.2f}" if row.a > 0 else "-"
+    """Predicted-class precision (matches / A) of a per-class row; "-" where the gateway says it is undefined
+    (A = 0)."""
+    return f"{row.precision:.2f}" if row.has_precision else "-"
 
 
 def _rows_table(rows) -> str:
