@@ -4,10 +4,15 @@ Every overlay is rendered as it is, and once more with the SeaweedFS component s
 way deploy/README.md says (uncommenting its two lines). The prod overlay reads credentials from
 files that deploy/k8s/make-secrets.sh writes, so rendering happens in a copy of deploy/k8s
 where that script has run: the checkout itself is never written to.
+
+Rendering needs kubectl. Without it the manifest checks are skipped on a workstation, but fail in
+CI (the CI environment variable set, as every CI service sets it): a runner without kubectl must
+not turn the whole suite into silent skips.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,11 +30,22 @@ SEAWEEDFS_ON = "components:\n  - ../../components/seaweedfs\n"
 VARIANTS = [*OVERLAYS, *(f"{name}+seaweedfs" for name in OVERLAYS)]
 
 
+KUBECTL_MISSING = "kubectl is not installed: the overlays cannot be rendered (`kubectl kustomize`)"
+KUBECTL_INSTALL = ("install it: curl -fsSLO https://dl.k8s.io/release/v1.32.4/bin/linux/amd64/kubectl "
+                   "&& sudo install -m 0755 kubectl /usr/local/bin/kubectl")
+
+
+def in_ci() -> bool:
+    """The CI variable is set (GitHub Actions, GitLab CI, ... set CI=true), and not to a false value."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def kubectl() -> str:
     path = shutil.which("kubectl")
     if path is None:
-        pytest.skip("kubectl is not installed: the overlays cannot be rendered (`kubectl kustomize`); "
-                    "install kubectl to run the Kubernetes manifest checks")
+        if in_ci():
+            pytest.fail(f"{KUBECTL_MISSING}, and CI is set: a failure, not a skip; {KUBECTL_INSTALL}", pytrace=False)
+        pytest.skip(f"{KUBECTL_MISSING}; {KUBECTL_INSTALL} to run the Kubernetes manifest checks")
     return path
 
 

@@ -250,7 +250,7 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_local():
 
 
 @pytest.mark.parametrize("module", ["services.gateway", "services.converter", "services.quantizer",
-                                    "services.benchmark", "services.accuracy"])
+                                    "services.benchmark", "services.accuracy", "services.web"])
 def test_every_service_entrypoint_is_in_the_copied_tree(module):
     path = REPO / Path(*module.split(".")) / "__main__.py"
     assert path.is_file(), f"python -m {module} has nothing to run"

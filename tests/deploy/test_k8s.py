@@ -1,16 +1,19 @@
 """The Kubernetes manifests (deploy/k8s), checked offline.
 
 Every overlay, with MinIO and with the SeaweedFS component, is rendered with `kubectl kustomize`
-(skipped where kubectl is missing), every rendered resource is validated against the Kubernetes
+(skipped where kubectl is missing; a failure where the CI variable is set), every rendered resource is validated against the Kubernetes
 OpenAPI schema (kubernetes-validate, strict: unknown fields are errors), and the properties
 the deployment relies on are asserted: security settings, gRPC probes on the served port,
 resources, Secret and ConfigMap references, network policies, endpoints, scaling, and the
 catalog database (PostgreSQL: pinned, probed, on a volume, its password and the gateway's
-WORKBENCH_DATABASE_URL from a Secret, reachable from the gateway only). The overlays are
-rendered once more with components/external-database. yamllint checks the sources.
+WORKBENCH_DATABASE_URL from a Secret, reachable from the gateway only), and the web console
+(an HTTP Deployment probed on /healthz, hardened like the rest, holding no credentials, reaching
+the gateway and DNS only, behind prod's example Ingress). The overlays are rendered once more
+with components/external-database. yamllint checks the sources.
 
-The checks of the catalog database and of the gateway's replication are functions that return
-what is wrong; each is also run on renders with a mistake planted in them, and must name it.
+The checks of the catalog database, of the gateway's replication and of the web console are
+functions that return what is wrong; each is also run on renders with a mistake planted in
+them, and must name it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from tests.deploy.conftest import DEPLOY, K8S, OVERLAYS, REPO, SEAWEEDFS_OFF, VA
 K8S_VERSIONS = ["1.29", kubernetes_validate.utils.latest_version()]
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 WORKERS = [name for name in DEFAULT_PORTS if name != "gateway"]
+# the web console (services/web): HTTP, not gRPC, so not in DEFAULT_PORTS
+WEB = "web"
+WEB_PORT = 8080
 # WORKBENCH_* variables the manifests may set that are not Settings fields
 EXTRA_WORKBENCH_ENV = {"WORKBENCH_CACHE"}  # services/reference_models.py
 
@@ -178,40 +184,45 @@ def test_one_namespace_for_everything(render, variant):
 # -- security -------------------------------------------------------------------------------
 
 
+def restricted_problems(resource: dict, spec: dict) -> list[str]:
+    """Non-root, read-only root filesystem, no privilege escalation, no capabilities, RuntimeDefault
+    seccomp, no service-account token, nothing from the host: for every container of the pod."""
+    problems = []
+    where = f"{resource['kind']}/{resource['metadata']['name']}"
+    pod = spec.get("securityContext", {})
+    if pod.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+    if spec.get("automountServiceAccountToken") is not False:
+        problems.append(f"{where}: mounts a service account token")
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            problems.append(f"{where}: {key}")
+    for volume in spec.get("volumes", []):
+        if "hostPath" in volume:
+            problems.append(f"{where}: hostPath volume {volume['name']}")
+    for c in containers(spec):
+        sc = c.get("securityContext", {})
+        at = f"{where} container {c['name']}"
+        if not sc.get("runAsNonRoot", pod.get("runAsNonRoot")):
+            problems.append(f"{at}: runAsNonRoot is not true")
+        if sc.get("runAsUser", pod.get("runAsUser")) in (0, None):
+            problems.append(f"{at}: no non-zero runAsUser")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{at}: root filesystem is writable")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{at}: privilege escalation allowed")
+        if sc.get("privileged"):
+            problems.append(f"{at}: privileged")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []) or caps.get("add"):
+            problems.append(f"{at}: capabilities not all dropped")
+    return problems
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_pod_runs_restricted(render, variant):
-    """Non-root, read-only root filesystem, no privilege escalation, no capabilities, RuntimeDefault
-    seccomp, no service-account token, nothing from the host: for every container of every workload."""
-    problems = []
-    for resource, spec in pod_specs(render(variant)):
-        where = f"{resource['kind']}/{resource['metadata']['name']}"
-        pod = spec.get("securityContext", {})
-        if pod.get("seccompProfile", {}).get("type") != "RuntimeDefault":
-            problems.append(f"{where}: seccompProfile is not RuntimeDefault")
-        if spec.get("automountServiceAccountToken") is not False:
-            problems.append(f"{where}: mounts a service account token")
-        for key in ("hostNetwork", "hostPID", "hostIPC"):
-            if spec.get(key):
-                problems.append(f"{where}: {key}")
-        for volume in spec.get("volumes", []):
-            if "hostPath" in volume:
-                problems.append(f"{where}: hostPath volume {volume['name']}")
-        for c in containers(spec):
-            sc = c.get("securityContext", {})
-            at = f"{where} container {c['name']}"
-            if not sc.get("runAsNonRoot", pod.get("runAsNonRoot")):
-                problems.append(f"{at}: runAsNonRoot is not true")
-            if sc.get("runAsUser", pod.get("runAsUser")) in (0, None):
-                problems.append(f"{at}: no non-zero runAsUser")
-            if sc.get("readOnlyRootFilesystem") is not True:
-                problems.append(f"{at}: root filesystem is writable")
-            if sc.get("allowPrivilegeEscalation") is not False:
-                problems.append(f"{at}: privilege escalation allowed")
-            if sc.get("privileged"):
-                problems.append(f"{at}: privileged")
-            caps = sc.get("capabilities", {})
-            if "ALL" not in caps.get("drop", []) or caps.get("add"):
-                problems.append(f"{at}: capabilities not all dropped")
+    """restricted_problems for every workload."""
+    problems = [p for resource, spec in pod_specs(render(variant)) for p in restricted_problems(resource, spec)]
     assert not problems, "\n".join(problems)
 
 
@@ -244,8 +255,10 @@ def test_writable_paths_are_emptydir_volumes(render, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_deployments_probe_grpc_health_on_their_served_port(render, variant):
     deployments = by_kind(render(variant), "Deployment")
-    assert set(deployments) == set(DEFAULT_PORTS)
-    for name, deployment in deployments.items():
+    # the gRPC services, and the web console (HTTP: web_problems checks it)
+    assert set(deployments) == {*DEFAULT_PORTS, WEB}
+    for name in DEFAULT_PORTS:
+        deployment = deployments[name]
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         port = grpc_port(container)
         assert port == DEFAULT_PORTS[name], f"{name} serves on {port}"
@@ -350,7 +363,9 @@ def test_every_secret_and_configmap_reference_resolves(render, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_each_service_has_its_own_s3_credentials(render, variant):
-    deployments = by_kind(render(variant), "Deployment")
+    # the gRPC services; the web console has no S3 credentials at all (web_credential_problems)
+    deployments = {name: d for name, d in by_kind(render(variant), "Deployment").items() if name in DEFAULT_PORTS}
+    assert set(deployments) == set(DEFAULT_PORTS)
     secrets = set()
     for name, deployment in deployments.items():
         env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -538,12 +553,12 @@ def test_prod_replicates_autoscales_and_budgets_disruptions(render, variant):
         assert hpa["spec"]["minReplicas"] >= 2
         # an apply must not reset what the autoscaler chose
         assert "replicas" not in deployments[name]["spec"], f"{name}: replicas set although autoscaled"
-    for name in WORKERS:
+    for name in [*WORKERS, WEB]:
         replicas = hpas[name]["spec"]["minReplicas"] if name in hpas else deployments[name]["spec"]["replicas"]
         assert replicas >= 2, f"{name}: one replica in prod"
         assert deployments[name]["spec"]["template"]["spec"].get("topologySpreadConstraints"), name
     budgets = by_kind(resources, "PodDisruptionBudget")
-    for name in WORKERS:
+    for name in [*WORKERS, WEB]:
         covering = [b for b in budgets.values()
                     if matches(b["spec"]["selector"], deployments[name]["spec"]["template"]["metadata"]["labels"])]
         assert len(covering) == 1, f"{name}: {len(covering)} disruption budgets"
@@ -754,6 +769,311 @@ def test_only_the_gateway_reaches_the_database(render, variant):
     assert not problems, "\n".join(problems)
 
 
+# -- the web console ------------------------------------------------------------------------
+
+# Secrets-bearing settings the console must never get: it is a client of the gateway (users type
+# the gateway's token in the browser) and reaches neither the object store nor the catalog.
+WEB_FORBIDDEN_ENV = ("WORKBENCH_S3_ACCESS_KEY", "WORKBENCH_S3_SECRET_KEY", "WORKBENCH_DATABASE_URL",
+                     "WORKBENCH_AUTH_TOKEN", "WORKBENCH_INTERNAL_TOKEN")
+# A browser upload lies twice on the console's /tmp until it has gone on to the gateway: the
+# multipart parser's spooled file and the named copy services/web hands to the SDK.
+UPLOAD_COPIES = 2
+
+
+def web_deployment(resources: list[dict]) -> dict | None:
+    return by_kind(resources, "Deployment").get(WEB)
+
+
+def web_container(resources: list[dict]) -> dict:
+    return find(resources, "Deployment", WEB)["spec"]["template"]["spec"]["containers"][0]
+
+
+def container_port(container: dict, port) -> int | None:
+    """A probe's or Service's port (a number or a port name) as the container's port number."""
+    ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    if isinstance(port, int):
+        return port if port in ports.values() else None
+    return ports.get(port)
+
+
+def service_port(service: dict, port: dict) -> dict | None:
+    """The Service's port an Ingress backend's port ({number} or {name}) designates."""
+    for p in service["spec"]["ports"]:
+        if ("number" in port and p["port"] == port["number"]) or ("name" in port and p.get("name") == port["name"]):
+            return p
+    return None
+
+
+def web_problems(resources: list[dict]) -> list[str]:
+    """The console: `python -m services.web` listening on WORKBENCH_WEB_LISTEN=0.0.0.0:8080 (the
+    container port named http), httpGet probes on /healthz there, restricted like every pod, /tmp a
+    size-limited emptyDir for spooled uploads, WORKBENCH_ADDRESS naming the gateway's Service and
+    port (with the gateway's CA where the gateway serves TLS), and a ClusterIP Service `web` on 80."""
+    deployment = web_deployment(resources)
+    if deployment is None:
+        return ["no web Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    problems = restricted_problems(deployment, spec)
+    if len(spec["containers"]) != 1:
+        return [*problems, f"web: {len(spec['containers'])} containers, expected 1"]
+    (container,) = spec["containers"]
+    if container.get("command") != ["python", "-m", "services.web"]:
+        problems.append(f"web: command {container.get('command')} does not run services.web")
+    port = container_port(container, "http")
+    if port != WEB_PORT:
+        problems.append(f"web: container port named http is {port}, expected {WEB_PORT}")
+    env = env_entries(container)
+    listen = env.get("WORKBENCH_WEB_LISTEN", {}).get("value")
+    if listen != f"0.0.0.0:{port}":
+        problems.append(f"web: WORKBENCH_WEB_LISTEN is {listen!r}, not 0.0.0.0:{port} (the served port, all addresses)")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        action = container.get(probe, {}).get("httpGet")
+        if action is None:
+            problems.append(f"web: no {probe} with httpGet")
+            continue
+        if action.get("path") != "/healthz":
+            problems.append(f"web: {probe} gets {action.get('path')}, not /healthz")
+        if container_port(container, action.get("port")) != port or port is None:
+            problems.append(f"web: {probe} probes port {action.get('port')}, the console serves {port}")
+    # uvicorn's graceful shutdown (WORKBENCH_GRACE_SECONDS) ends before SIGKILL
+    grace = float(env.get("WORKBENCH_GRACE_SECONDS", {}).get("value") or Settings.grace_seconds)
+    if not spec.get("terminationGracePeriodSeconds", 30) > grace:
+        problems.append(f"web: terminationGracePeriodSeconds {spec.get('terminationGracePeriodSeconds')} "
+                        f"is not more than its graceful shutdown ({grace}s)")
+    # behind an Ingress that terminates TLS, the scheme comes from X-Forwarded-Proto: uvicorn trusts
+    # it only from FORWARDED_ALLOW_IPS (loopback by default), and the token cookie is Secure only on https
+    forwarded = env.get("FORWARDED_ALLOW_IPS", {}).get("value", "")
+    if not forwarded or set(forwarded.replace(" ", "").split(",")) <= {"127.0.0.1", "::1"}:
+        problems.append("web: FORWARDED_ALLOW_IPS admits no proxy, so behind an Ingress the console sees "
+                        "http and sets the token cookie without Secure")
+    # writable scratch for uploads: the root filesystem is read-only
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    tmp = volumes.get(mounts.get("/tmp", ""), {}).get("emptyDir")
+    if tmp is None or "sizeLimit" not in tmp:
+        problems.append("web: /tmp is not a size-limited emptyDir (uploads are spooled there)")
+    # the gateway it dials
+    address = env.get("WORKBENCH_ADDRESS", {}).get("value", "")
+    match = re.fullmatch(r"(?:dns:///)?([a-z0-9-]+):(\d+)", address)
+    gateway = by_kind(resources, "Deployment").get("gateway")
+    service = by_kind(resources, "Service").get(match[1]) if match else None
+    if gateway is None:
+        problems.append("no gateway Deployment")
+    elif service is None or not service["spec"].get("selector") or not matches(
+            {"matchLabels": service["spec"]["selector"]}, gateway["spec"]["template"]["metadata"]["labels"]):
+        problems.append(f"web: WORKBENCH_ADDRESS {address!r} is not a Service of the gateway")
+    else:
+        served = [p for p in service["spec"]["ports"] if p["port"] == int(match[2])]
+        if not served:
+            problems.append(f"web: WORKBENCH_ADDRESS {address!r}: Service {match[1]} has no port {match[2]}")
+        elif container_port(gateway["spec"]["template"]["spec"]["containers"][0],
+                            served[0].get("targetPort", served[0]["port"])) != DEFAULT_PORTS["gateway"]:
+            problems.append(f"web: WORKBENCH_ADDRESS {address!r} does not lead to the gateway's gRPC port")
+        # TLS: the console trusts the gateway's CA exactly when the gateway serves TLS
+        gateway_tls = "WORKBENCH_TLS_CERT" in env_entries(gateway["spec"]["template"]["spec"]["containers"][0])
+        ca = env.get("WORKBENCH_GATEWAY_TLS_CA", {}).get("value")
+        if gateway_tls and not ca:
+            problems.append("web: the gateway serves TLS but WORKBENCH_GATEWAY_TLS_CA is not set")
+        if ca and not any((ca + "/").startswith(path.rstrip("/") + "/") for path in mounts):
+            problems.append(f"web: WORKBENCH_GATEWAY_TLS_CA {ca} is not on a mounted volume")
+        if ca and not gateway_tls:
+            problems.append("web: WORKBENCH_GATEWAY_TLS_CA is set but the gateway serves plaintext")
+    # its Service
+    web_service = by_kind(resources, "Service").get(WEB)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    if web_service is None or not web_service["spec"].get("selector") or not matches(
+            {"matchLabels": web_service["spec"]["selector"]}, labels):
+        problems.append("web: no Service named web selects the console's pods")
+    else:
+        if web_service["spec"].get("type", "ClusterIP") != "ClusterIP":
+            problems.append(f"Service web: type {web_service['spec']['type']}, expected ClusterIP (an Ingress exposes it)")
+        http = [p for p in web_service["spec"]["ports"] if p.get("name") == "http"]
+        if not http or http[0]["port"] != 80 or container_port(container, http[0].get("targetPort", 80)) != port:
+            problems.append(f"Service web: no port http 80 -> {port}")
+    return problems
+
+
+def web_credential_problems(resources: list[dict]) -> list[str]:
+    """The console holds no credentials: none of the S3, database or token settings from any source,
+    and no reference to a Secret that another workload (the gateway, the workers, the databases,
+    the setup Job) uses."""
+    deployment = web_deployment(resources)
+    if deployment is None:
+        return ["no web Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    shared = {name for resource, other in pod_specs(resources) if resource is not deployment
+              for kind, name, _ in _references(other) if kind == "Secret"}
+    problems = []
+    for kind, name, key in _references(spec):
+        if kind == "Secret" and name in shared:
+            problems.append(f"web: uses Secret {name}{'/' + key if key else ''}, a credential of other services")
+    configmaps = by_kind(resources, "ConfigMap")
+    for c in containers(spec):
+        names = {e["name"] for e in c.get("env", [])}
+        for source in c.get("envFrom", []):
+            if "configMapRef" in source:
+                names |= set(configmaps.get(source["configMapRef"]["name"], {}).get("data", {}))
+            if "secretRef" in source:
+                problems.append(f"web: takes every key of Secret {source['secretRef']['name']} as environment")
+        for name in sorted(names & set(WEB_FORBIDDEN_ENV)):
+            problems.append(f"web: container {c['name']} gets {name}: the console holds no credentials")
+    return problems
+
+
+def web_network_problems(resources: list[dict]) -> list[str]:
+    """Any source reaches the console's port (the ingress controller lives in another namespace);
+    the console reaches the gateway's gRPC port and DNS, nothing else; the gateway admits it."""
+    policies = list(by_kind(resources, "NetworkPolicy").values())
+    labels = workload_labels(resources)
+    if WEB not in labels or "gateway" not in labels:
+        return ["no web or no gateway Deployment"]
+    web, gateway_port = labels[WEB], DEFAULT_PORTS["gateway"]
+    problems = []
+    if not traffic_allowed(policies, "ingress", web, {"any": "client"}, WEB_PORT):
+        problems.append(f"anyone -> web:{WEB_PORT}: ingress not allowed (the console is the public entry)")
+    if not traffic_allowed(policies, "egress", web, labels["gateway"], gateway_port):
+        problems.append(f"web -> gateway:{gateway_port}: egress not allowed")
+    if not traffic_allowed(policies, "ingress", labels["gateway"], web, gateway_port):
+        problems.append(f"web -> gateway:{gateway_port}: the gateway's ingress does not admit the console")
+    elif not any(
+            any("podSelector" in peer and "namespaceSelector" not in peer and peer["podSelector"].get("matchLabels")
+                and matches(peer["podSelector"], web) for peer in rule.get("from") or [])
+            and any(p.get("port") == gateway_port for p in rule.get("ports", [{"port": gateway_port}]))
+            for policy in policies
+            if "Ingress" in policy["spec"]["policyTypes"] and matches(policy["spec"]["podSelector"], labels["gateway"])
+            for rule in policy["spec"].get("ingress", [])):
+        problems.append(f"web -> gateway:{gateway_port}: the gateway admits the console only through its any-source "
+                        "rule; narrowing that one to an ingress (as network-policies.yaml invites) would lock it out")
+    # nothing else in the namespace, on any port it serves
+    for resource, spec in pod_specs(resources):
+        name = resource["metadata"]["name"]
+        if name in (WEB, "gateway"):
+            continue
+        for port in sorted({p["containerPort"] for c in containers(spec) for p in c.get("ports", [])}):
+            if traffic_allowed(policies, "egress", web, labels[name], port):
+                problems.append(f"web -> {name}:{port}: egress allowed, the console reaches the gateway only")
+    # and every egress rule that applies to the console says so: the gateway's port, or DNS
+    for policy in policies:
+        if "Egress" not in policy["spec"]["policyTypes"] or not matches(policy["spec"]["podSelector"], web):
+            continue
+        name = policy["metadata"]["name"]
+        for rule in policy["spec"].get("egress", []):
+            ports = [p.get("port") for p in rule.get("ports", [])]
+            if ports and all(p == 53 for p in ports):
+                continue  # DNS
+            if not ports:
+                problems.append(f"NetworkPolicy {name}: lets the console out on any port")
+            elif set(ports) != {gateway_port}:
+                problems.append(f"NetworkPolicy {name}: lets the console out on ports {ports}")
+            peers = rule.get("to")
+            if not peers:
+                problems.append(f"NetworkPolicy {name}: lets the console out to any destination")
+                continue
+            for peer in peers:
+                if "podSelector" not in peer or "namespaceSelector" in peer or "ipBlock" in peer:
+                    problems.append(f"NetworkPolicy {name}: lets the console out to {peer} "
+                                    "(other namespaces or addresses)")
+                    continue
+                others = sorted(w for w, lbls in labels.items() if w != "gateway" and matches(peer["podSelector"], lbls))
+                if others:
+                    problems.append(f"NetworkPolicy {name}: lets the console reach {others}")
+    return problems
+
+
+def nginx_size(value: str) -> float:
+    """An nginx size (client_max_body_size): bytes, or k/m/g (binary)."""
+    match = re.fullmatch(r"(\d+)([kKmMgG]?)", value)
+    assert match, value
+    return int(match[1]) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match[2].lower()]
+
+
+def ingress_problems(resources: list[dict]) -> list[str]:
+    """An Ingress routes browsers to the console: every backend is a Service port that exists, the
+    web Service is one of them, hosts are served over TLS, and (ingress-nginx) request bodies up to
+    what the console's /tmp holds, unbuffered server-sent events that stay open for an hour."""
+    ingresses = by_kind(resources, "Ingress")
+    services = by_kind(resources, "Service")
+    problems = []
+    to_web = []
+    for name, ingress in ingresses.items():
+        spec = ingress["spec"]
+        if not spec.get("ingressClassName"):
+            problems.append(f"Ingress {name}: no ingressClassName")
+        backends = [path["backend"] for rule in spec.get("rules", []) for path in rule.get("http", {}).get("paths", [])]
+        if "defaultBackend" in spec:
+            backends.append(spec["defaultBackend"])
+        for backend in backends:
+            service = backend.get("service", {})
+            target = services.get(service.get("name", ""))
+            if target is None:
+                problems.append(f"Ingress {name}: routes to Service {service.get('name')}, which is not in the render")
+            elif service_port(target, service.get("port", {})) is None:
+                problems.append(f"Ingress {name}: Service {service['name']} has no port {service.get('port')} "
+                                f"(it serves {[p['port'] for p in target['spec']['ports']]})")
+            elif service["name"] == WEB:
+                to_web.append(name)
+        tls_hosts = {h for entry in spec.get("tls", []) if entry.get("secretName") for h in entry.get("hosts", [])}
+        for rule in spec.get("rules", []):
+            if rule.get("host") not in tls_hosts:
+                problems.append(f"Ingress {name}: host {rule.get('host')} is not served over TLS (no tls entry)")
+    if not to_web:
+        return [*problems, "no Ingress routes to the web Service"]
+    deployment = web_deployment(resources)
+    tmp = None
+    if deployment is not None:
+        spec = deployment["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0].get("volumeMounts", [])}
+        volume = {v["name"]: v for v in spec.get("volumes", [])}.get(mounts.get("/tmp", ""), {})
+        tmp = volume.get("emptyDir", {}).get("sizeLimit")
+    for name in to_web:
+        notes = ingresses[name]["metadata"].get("annotations", {})
+        if ingresses[name]["spec"].get("ingressClassName") != "nginx":
+            continue  # the annotations below are ingress-nginx's
+        body = notes.get("nginx.ingress.kubernetes.io/proxy-body-size")
+        if body is None or nginx_size(body) == 0:
+            problems.append(f"Ingress {name}: no proxy-body-size limit (nginx's default is 1m: no model fits)")
+        elif nginx_size(body) < 2**30:
+            problems.append(f"Ingress {name}: proxy-body-size {body} is too small for a model upload")
+        elif tmp is not None and UPLOAD_COPIES * nginx_size(body) > quantity_bytes(tmp):
+            problems.append(f"Ingress {name}: proxy-body-size {body} is more than the console's /tmp ({tmp}) holds "
+                            f"({UPLOAD_COPIES} copies of an upload lie there at once); the pod would be evicted")
+        if notes.get("nginx.ingress.kubernetes.io/proxy-buffering") != "off":
+            problems.append(f"Ingress {name}: proxy-buffering is not off (server-sent events would be held back)")
+        timeout = notes.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "60")
+        if not timeout.isdigit() or int(timeout) < 3600:
+            problems.append(f"Ingress {name}: proxy-read-timeout {timeout}s cuts event streams short (3600 or more)")
+    return problems
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_web_console_runs_hardened_and_probed(render, variant):
+    problems = web_problems(render(variant))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_web_console_holds_no_credentials(render, variant):
+    problems = web_credential_problems(render(variant))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_web_console_reaches_only_the_gateway(render, variant):
+    problems = web_network_problems(render(variant))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ingresses_route_to_the_console(render, variant):
+    """prod ships an example Ingress for the console; dev has none (port-forward)."""
+    resources = render(variant)
+    if variant.startswith("prod"):
+        problems = ingress_problems(resources)
+        assert not problems, "\n".join(problems)
+    else:
+        assert not by_kind(resources, "Ingress")
+
+
 # -- planted mistakes: each check must name what is wrong -------------------------------------
 
 
@@ -834,6 +1154,80 @@ def _gateway_hpa(min_replicas: int):
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gateway"},
                      "minReplicas": min_replicas, "maxReplicas": 4}})
     return change
+
+
+# the web console's planted mistakes
+
+
+def _web(change: Callable[[dict], None]):
+    """A change to the web Deployment's container."""
+    return lambda resources: change(web_container(resources))
+
+
+def _web_probe(probe: str, **action):
+    return _web(lambda c: c[probe]["httpGet"].update(action))
+
+
+def _web_security(**settings):
+    return _web(lambda c: c["securityContext"].update(settings))
+
+
+def _web_secret_env(name: str, secret: str, key: str):
+    def change(resources):
+        set_env(web_container(resources), name,
+                {"valueFrom": {"secretKeyRef": {"name": find_secret(resources, secret), "key": key}}})
+    return change
+
+
+def _web_secret_volume(resources):
+    spec = find(resources, "Deployment", WEB)["spec"]["template"]["spec"]
+    spec["volumes"].append({"name": "keys", "secret": {"secretName": find_secret(resources, "s3-root")}})
+    spec["containers"][0]["volumeMounts"].append({"name": "keys", "mountPath": "/keys", "readOnly": True})
+
+
+def _web_egress(rule: dict):
+    def change(resources):
+        find(resources, "NetworkPolicy", "web-to-gateway")["spec"]["egress"].append(rule)
+    return change
+
+
+def _web_label(resources):
+    find(resources, "Deployment", WEB)["spec"]["template"]["metadata"]["labels"]["workbench/s3-client"] = "true"
+
+
+def _gateway_ingress_without_web(resources):
+    """The web rule dropped from gateway-ingress, the any-source rule left as it is."""
+    policy = find(resources, "NetworkPolicy", "gateway-ingress")
+    policy["spec"]["ingress"] = [rule for rule in policy["spec"]["ingress"] if "from" not in rule]
+
+
+def _gateway_ingress_narrowed(resources):
+    """gateway-ingress narrowed to the ingress controller's namespace, and its web rule gone."""
+    find(resources, "NetworkPolicy", "gateway-ingress")["spec"]["ingress"] = [{
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+        "ports": [{"protocol": "TCP", "port": DEFAULT_PORTS["gateway"]}]}]
+
+
+def _ingress_backend(**service):
+    def change(resources):
+        backend = find(resources, "Ingress", WEB)["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        backend.update(service)
+    return change
+
+
+def _ingress_annotation(key: str, value: str | None):
+    def change(resources):
+        notes = find(resources, "Ingress", WEB)["metadata"]["annotations"]
+        if value is None:
+            notes.pop(f"nginx.ingress.kubernetes.io/{key}")
+        else:
+            notes[f"nginx.ingress.kubernetes.io/{key}"] = value
+    return change
+
+
+def _object_store_rule(port: int) -> dict:
+    return {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "object-store"}}}],
+            "ports": [{"protocol": "TCP", "port": port}]}
 
 
 # (check, overlay, mistake planted in its render, words the check's report must contain)
@@ -933,6 +1327,122 @@ PLANTED = {
     "prod-gateway-not-spread": (gateway_replication_problems, "prod",
                                 lambda r: find(r, "Deployment", "gateway")["spec"]["template"]["spec"]
                                 .pop("topologySpreadConstraints"), "not spread"),
+    # the web console's Deployment and Service
+    "web-missing": (web_problems, "dev", remove("Deployment", WEB), "no web Deployment"),
+    "web-tcp-probe": (web_problems, "dev", _web(lambda c: c.update(readinessProbe={"tcpSocket": {"port": "http"}})),
+                      "no readinessProbe with httpGet"),
+    "web-probe-wrong-path": (web_problems, "prod", _web_probe("livenessProbe", path="/"), "gets /, not /healthz"),
+    "web-probe-wrong-port": (web_problems, "dev", _web_probe("startupProbe", port=50051), "probes port 50051"),
+    "web-as-root": (web_problems, "dev", _web_security(runAsUser=0, runAsNonRoot=False), "runAsNonRoot is not true"),
+    "web-writable-root": (web_problems, "prod", _web_security(readOnlyRootFilesystem=False),
+                          "root filesystem is writable"),
+    "web-escalation": (web_problems, "dev", _web_security(allowPrivilegeEscalation=True), "privilege escalation"),
+    "web-capability": (web_problems, "dev", _web_security(capabilities={"drop": ["ALL"], "add": ["NET_ADMIN"]}),
+                       "capabilities not all dropped"),
+    "web-no-seccomp": (web_problems, "prod",
+                       lambda r: find(r, "Deployment", WEB)["spec"]["template"]["spec"]["securityContext"]
+                       .pop("seccompProfile"), "seccompProfile is not RuntimeDefault"),
+    "web-token-mounted": (web_problems, "dev",
+                          lambda r: find(r, "Deployment", WEB)["spec"]["template"]["spec"]
+                          .update(automountServiceAccountToken=True), "mounts a service account token"),
+    "web-listens-on-loopback": (web_problems, "dev",
+                                _web(lambda c: set_env(c, "WORKBENCH_WEB_LISTEN", {"value": "127.0.0.1:8080"})),
+                                "WORKBENCH_WEB_LISTEN is '127.0.0.1:8080'"),
+    "web-listens-elsewhere": (web_problems, "prod",
+                              _web(lambda c: set_env(c, "WORKBENCH_WEB_LISTEN", {"value": "0.0.0.0:8000"})),
+                              "not 0.0.0.0:8080"),
+    "web-dials-a-worker": (web_problems, "dev",
+                           _web(lambda c: set_env(c, "WORKBENCH_ADDRESS", {"value": "dns:///converter-headless:50052"})),
+                           "is not a Service of the gateway"),
+    "web-dials-a-wrong-port": (web_problems, "prod",
+                               _web(lambda c: set_env(c, "WORKBENCH_ADDRESS", {"value": "gateway:50052"})),
+                               "Service gateway has no port 50052"),
+    "web-no-tmp": (web_problems, "dev",
+                   _web(lambda c: c.update(volumeMounts=[m for m in c["volumeMounts"] if m["mountPath"] != "/tmp"])),
+                   "/tmp is not a size-limited emptyDir"),
+    "web-gateway-tls-without-ca": (web_problems, "prod",
+                                   lambda r: set_env(gateway_container(r), "WORKBENCH_TLS_CERT",
+                                                     {"value": "/tls/tls.crt"}),
+                                   "WORKBENCH_GATEWAY_TLS_CA is not set"),
+    "web-ca-not-mounted": (web_problems, "dev",
+                           _web(lambda c: set_env(c, "WORKBENCH_GATEWAY_TLS_CA", {"value": "/gateway-ca/ca.crt"})),
+                           "is not on a mounted volume"),
+    "web-trusts-no-proxy": (web_problems, "prod",
+                            _web(lambda c: c.update(env=[e for e in c["env"] if e["name"] != "FORWARDED_ALLOW_IPS"])),
+                            "FORWARDED_ALLOW_IPS admits no proxy"),
+    "web-short-grace": (web_problems, "dev",
+                        lambda r: find(r, "Deployment", WEB)["spec"]["template"]["spec"]
+                        .update(terminationGracePeriodSeconds=5), "is not more than its graceful shutdown"),
+    "web-service-wrong-target": (web_problems, "prod",
+                                 lambda r: find(r, "Service", WEB)["spec"]["ports"][0].update(targetPort=50051),
+                                 "Service web: no port http 80 -> 8080"),
+    # the console holds no credentials
+    "web-s3-secret-key": (web_credential_problems, "dev",
+                          _web_secret_env("WORKBENCH_S3_SECRET_KEY", "s3-gateway", "secret-key"),
+                          "gets WORKBENCH_S3_SECRET_KEY"),
+    "web-s3-secret-key-prod": (web_credential_problems, "prod",
+                               _web_secret_env("WORKBENCH_S3_SECRET_KEY", "s3-gateway", "secret-key"),
+                               "a credential of other services"),
+    "web-database-url": (web_credential_problems, "prod",
+                         _web_secret_env("WORKBENCH_DATABASE_URL", "catalog-database", "url"),
+                         "gets WORKBENCH_DATABASE_URL"),
+    "web-auth-token": (web_credential_problems, "dev",
+                       _web_secret_env("WORKBENCH_AUTH_TOKEN", "workbench-auth-token", "token"),
+                       "gets WORKBENCH_AUTH_TOKEN"),
+    "web-secret-as-environment": (web_credential_problems, "dev",
+                                  lambda r: web_container(r).setdefault("envFrom", []).append(
+                                      {"secretRef": {"name": find_secret(r, "s3-root")}}),
+                                  "takes every key of Secret"),
+    "web-secret-volume": (web_credential_problems, "prod", _web_secret_volume, "uses Secret s3-root"),
+    # the console reaches the gateway and DNS only; any source reaches the console
+    "web-egress-to-minio": (web_network_problems, "dev", _web_egress(_object_store_rule(9000)), "web -> minio:9000"),
+    "web-egress-to-seaweedfs": (web_network_problems, "prod+seaweedfs", _web_egress(_object_store_rule(8333)),
+                                "lets the console reach ['seaweedfs']"),
+    "web-egress-to-database": (web_network_problems, "prod",
+                               _web_egress({"to": [{"podSelector": {"matchLabels": {
+                                   "app.kubernetes.io/component": "database"}}}],
+                                   "ports": [{"protocol": "TCP", "port": DATABASE_PORT}]}),
+                               "web -> postgres:5432"),
+    "web-egress-to-workers": (web_network_problems, "dev",
+                              _web_egress({"to": [{"podSelector": {"matchLabels": {
+                                  "app.kubernetes.io/component": "worker"}}}]}),
+                              "web -> converter:50052"),
+    "web-egress-anywhere": (web_network_problems, "dev", _web_egress({}), "to any destination"),
+    "web-egress-outside": (web_network_problems, "prod",
+                           _web_egress({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                                        "ports": [{"protocol": "TCP", "port": 443}]}),
+                           "other namespaces or addresses"),
+    "web-labelled-s3-client": (web_network_problems, "dev", _web_label, "web -> minio:9000"),
+    "web-no-egress-to-gateway": (web_network_problems, "prod", remove("NetworkPolicy", "web-to-gateway"),
+                                 "web -> gateway:50051: egress not allowed"),
+    "web-no-ingress": (web_network_problems, "dev", remove("NetworkPolicy", "web-ingress"),
+                       "anyone -> web:8080: ingress not allowed"),
+    "gateway-ingress-without-web": (web_network_problems, "dev", _gateway_ingress_without_web,
+                                    "admits the console only through its any-source rule"),
+    "gateway-ingress-narrowed": (web_network_problems, "prod", _gateway_ingress_narrowed,
+                                 "the gateway's ingress does not admit the console"),
+    "gateway-ingress-removed": (web_network_problems, "dev", remove("NetworkPolicy", "gateway-ingress"),
+                                "the gateway's ingress does not admit the console"),
+    # prod's Ingress in front of the console
+    "ingress-missing": (ingress_problems, "prod", remove("Ingress", WEB), "no Ingress routes to the web Service"),
+    "ingress-wrong-service-port": (ingress_problems, "prod", _ingress_backend(port={"number": 8080}),
+                                   "Service web has no port {'number': 8080}"),
+    "ingress-wrong-port-name": (ingress_problems, "prod", _ingress_backend(port={"name": "grpc"}),
+                                "Service web has no port {'name': 'grpc'}"),
+    "ingress-wrong-service": (ingress_problems, "prod+seaweedfs", _ingress_backend(name="console"),
+                              "Service console, which is not in the render"),
+    "ingress-without-tls": (ingress_problems, "prod", lambda r: find(r, "Ingress", WEB)["spec"].pop("tls"),
+                            "not served over TLS"),
+    "ingress-no-class": (ingress_problems, "prod", lambda r: find(r, "Ingress", WEB)["spec"].pop("ingressClassName"),
+                         "no ingressClassName"),
+    "ingress-default-body-size": (ingress_problems, "prod", _ingress_annotation("proxy-body-size", None),
+                                  "no proxy-body-size limit"),
+    "ingress-body-beyond-tmp": (ingress_problems, "prod", _ingress_annotation("proxy-body-size", "20g"),
+                                "more than the console's /tmp (12Gi) holds"),
+    "ingress-buffers-events": (ingress_problems, "prod", _ingress_annotation("proxy-buffering", None),
+                               "proxy-buffering is not off"),
+    "ingress-short-read-timeout": (ingress_problems, "prod", _ingress_annotation("proxy-read-timeout", "60"),
+                                   "proxy-read-timeout 60s"),
 }
 
 
@@ -989,6 +1499,8 @@ def test_external_database_component(render_external, overlay):
                    workload_labels(resources)["gateway"])
     if overlay == "prod":
         assert not gateway_replication_problems(resources)
+    # the gateway's wider database egress leaves the console where it was
+    assert not web_network_problems(resources)
 
 
 # -- sources --------------------------------------------------------------------------------
