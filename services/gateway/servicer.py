@@ -19,6 +19,7 @@ from services.common.settings import Settings
 from services.gateway.datasets import Datasets
 from services.gateway.figures import project_figures
 from services.gateway.db import Database
+from services.gateway.downloads import Downloads
 from services.gateway.jobs import JobManager
 from services.gateway.measurements import Measurements
 from services.gateway.models import ModelImports
@@ -55,6 +56,7 @@ class Gateway:
         self.optimizations = Optimizations(self.catalog, self.jobs, workers, settings.bucket)
         self.reports = Reports(self.db, self.catalog, self.jobs, workers, store, settings.bucket)
         self.packages = Packages(self.db, self.catalog, self.jobs, store, settings.bucket)
+        self.downloads = Downloads(store, settings.bucket)
         self._stopped = threading.Event()
 
     def start(self, health: HealthServicer | None = None) -> None:
@@ -205,6 +207,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def GetPackage(self, request, context):
         return self.gw.packages.get(request.package_id)
+
+    # -- downloads -------------------------------------------------------------------------
+
+    def ReadObject(self, request, context):
+        with self.gw.downloads.open(request.object) as download:
+            for i, chunk in enumerate(download):
+                yield gateway_pb2.ReadObjectResponse(chunk=chunk, size=download.size if i == 0 else 0)
 
     # -- jobs ------------------------------------------------------------------------------
 

@@ -4,10 +4,16 @@ Wraps the generated stubs with: one channel per client, a deadline on every call
 retries of UNAVAILABLE (gRPC's own retry policy, so streams are retried only before the first
 response), a request_id on every create so a retry never makes a second resource, automatic
 pagination, and errors as WorkbenchError with the status code and the field at fault.
+
+Pictures, charts, previews and packages come through the gateway (ReadObject), never from the presigned
+download_url in the responses, which names the object store's address: clients outside the cluster, or a
+web console allowed to reach only the gateway, cannot reach it. The URL stays there for those that can.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import time
@@ -69,6 +75,10 @@ class WorkbenchError(Exception):
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 class JobFailedError(WorkbenchError):
     """wait_job ended with a job that failed or was cancelled; `code` is the status it ended with (e.g.
     INVALID_ARGUMENT for input a service refused, UNAVAILABLE for one out of reach, CANCELLED)."""
@@ -99,7 +109,8 @@ class WorkbenchClient:
         self.address = address or os.environ.get("WORKBENCH_ADDRESS", DEFAULT_ADDRESS)
         self.timeout = timeout
         token = token if token is not None else os.environ.get("WORKBENCH_TOKEN", "")
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = _bearer(token)
+        self._owns_channel = True
         options = [
             ("grpc.service_config", _retry_service_config(retry_attempts)),
             ("grpc.enable_retries", 1),
@@ -117,8 +128,20 @@ class WorkbenchClient:
         self.stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
+    def with_token(self, token: str) -> "WorkbenchClient":
+        """A client sending `authorization: Bearer <token>` (nothing for "") on every call, sharing this
+        client's channel, stubs, timeout and retry policy: cheap (no new channel), so a web console can make
+        one per browser request. Its close() does nothing: the shared channel stays open until the client
+        that made it (the owner) is closed, after which the copies fail too."""
+        other = copy.copy(self)
+        other._metadata = _bearer(token)
+        other._owns_channel = False
+        return other
+
     def close(self) -> None:
-        self._channel.close()
+        """Close the channel; a no-op on a client made by with_token, which does not own it."""
+        if self._owns_channel:
+            self._channel.close()
 
     def __enter__(self) -> "WorkbenchClient":
         return self
@@ -261,8 +284,7 @@ class WorkbenchClient:
         response = self._call(
             self.stub.PreviewDataset, gateway_pb2.PreviewDatasetRequest(dataset_id=dataset_id, max_images=max_images)
         )
-        with urllib.request.urlopen(response.download_url, timeout=self.timeout) as body:
-            return body.read()
+        return self.read_object(response.png)
 
     def list_models(self, page_size: int = 100, oldest_first: bool = False) -> Iterator[gateway_pb2.Model]:
         request = gateway_pb2.ListModelsRequest(page_size=page_size, oldest_first=oldest_first)
@@ -302,8 +324,7 @@ class WorkbenchClient:
         """The PNG chart of the project's last sweep: throughput against latency, the best point, the best
         under the latency limit and the sweet spot marked."""
         response = self._call(self.stub.GetSweepChart, gateway_pb2.GetSweepChartRequest(project_id=project_id))
-        with urllib.request.urlopen(response.download_url, timeout=self.timeout) as body:
-            return body.read()
+        return self.read_object(response.png)
 
     def compare_projects(self, first_project_id: str, second_project_id: str) -> gateway_pb2.CompareProjectsResponse:
         return self._call(self.stub.CompareProjects, gateway_pb2.CompareProjectsRequest(
@@ -344,8 +365,7 @@ class WorkbenchClient:
         """A PNG of one image with both sets of boxes."""
         response = self._call(self.stub.RenderReportImage, gateway_pb2.RenderReportImageRequest(
             report_id=report_id, image_id=image_id, against_annotations=against_annotations))
-        with urllib.request.urlopen(response.download_url, timeout=self.timeout) as body:
-            return body.read()
+        return self.read_object(response.png)
 
     # -- deployment packages ---------------------------------------------------------------
 
@@ -355,13 +375,56 @@ class WorkbenchClient:
         return self._call(self.stub.ExportPackage, request).job
 
     def download_package(self, package_id: str, path: str | os.PathLike) -> Path:
+        """The package's tar.gz, written to path (verified against its sha256)."""
         response = self._call(self.stub.GetPackage, gateway_pb2.GetPackageRequest(package_id=package_id))
+        return self.download_object(response.package.archive, path)
+
+    # -- objects the gateway hands out -------------------------------------------------------
+
+    def read_object(self, ref: common_pb2.ObjectRef, timeout: float | None = None) -> bytes:
+        """The bytes of an object a response handed out (a picture, chart, preview or package), streamed
+        through the gateway and checked against ref's size and sha256. Not resumed or retried once bytes
+        have arrived: a failure raises WorkbenchError and the caller may call again."""
+        return b"".join(self._read_chunks(ref, timeout or self.timeout))
+
+    def download_object(self, ref: common_pb2.ObjectRef, path: str | os.PathLike, timeout: float | None = None
+                        ) -> Path:
+        """read_object into a file: the file appears at path only complete and verified (written beside it
+        first, then renamed); on failure nothing is left there. The deadline is at least 10 minutes."""
         path = Path(path)
-        with urllib.request.urlopen(response.download_url, timeout=max(self.timeout, 600)) as body, \
-                path.open("wb") as out:
-            while chunk := body.read(CHUNK_BYTES):
-                out.write(chunk)
+        part = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            with part.open("wb") as out:
+                for chunk in self._read_chunks(ref, timeout or max(self.timeout, 600)):
+                    out.write(chunk)
+            os.replace(part, path)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
         return path
+
+    def _read_chunks(self, ref: common_pb2.ObjectRef, timeout: float) -> Iterator[bytes]:
+        call = self.stub.ReadObject(gateway_pb2.ReadObjectRequest(object=ref), timeout=timeout,
+                                    metadata=self._metadata)
+        digest, size, received = hashlib.sha256(), None, 0
+        try:
+            for response in call:
+                if size is None:
+                    size = response.size
+                digest.update(response.chunk)
+                received += len(response.chunk)
+                yield response.chunk
+        except grpc.RpcError as error:
+            raise WorkbenchError.from_rpc_error(error) from None
+        finally:
+            call.cancel()  # a no-op once the stream has ended; frees it when the reader stops early
+        where = f"{ref.key!r} from the gateway"
+        if size is None or received != size:
+            raise WorkbenchError(grpc.StatusCode.DATA_LOSS, f"reading {where} ended after {received} of "
+                                 f"{size if size is not None else 'unknown'} bytes")
+        if ref.sha256 and digest.hexdigest() != ref.sha256.lower():
+            raise WorkbenchError(grpc.StatusCode.DATA_LOSS, f"read {where} with sha256 {digest.hexdigest()}, "
+                                 f"expected {ref.sha256}")
 
     # -- jobs ------------------------------------------------------------------------------
 
