@@ -1,4 +1,4 @@
-"""The local default stack: a SeaweedFS S3 server and the five services on localhost.
+"""The local default stack: a SeaweedFS S3 server, the five services and the web console on localhost.
 
 `workbench up` starts whatever is not running, detached, and waits until every component
 reports SERVING; `down` stops them (the services first, together, the S3 server last; ~2 s when
@@ -17,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
     from services.common.object_store import ObjectStore
 
 S3_PORT = 8333
+WEB_PORT = 8080
+# the processes the stack runs: the gRPC services, then the console (an HTTP client of the gateway)
+PROCESSES = (*SERVICE_NAMES, "web")
 START_TIMEOUT_S = 120.0
 # the services together: their grace period for RPCs in flight (grace_seconds, 10 s) and their exit
 STOP_TIMEOUT_S = 15.0
@@ -73,11 +78,12 @@ class LocalStack:
         if self.free_ports:
             # every port at once, SeaweedFS's inner ones too: picked apart, two could get the same free port
             inner = [f.name for f in fields(SeaweedPorts) if f.name != "s3"]
-            s3_port, *ports = free_ports(1 + len(SERVICE_NAMES) + len(inner))
+            s3_port, web_port, *ports = free_ports(2 + len(SERVICE_NAMES) + len(inner))
             chosen = dict(zip(SERVICE_NAMES, ports))
             seaweed_ports = dict(zip(inner, ports[len(SERVICE_NAMES):]))
         else:
             s3_port = int(os.environ.get("WORKBENCH_S3_PORT", S3_PORT))
+            web_port = int(os.environ.get("WORKBENCH_WEB_PORT", WEB_PORT))
             chosen = {name: int(os.environ.get(f"WORKBENCH_{name.upper()}_PORT", port))
                       for name, port in DEFAULT_PORTS.items()}
         config = {
@@ -86,6 +92,7 @@ class LocalStack:
             "s3_secret_key": secrets.token_urlsafe(24),
             "internal_token": secrets.token_urlsafe(24),
             "ports": chosen,
+            "web_port": web_port,
             "seaweed_ports": seaweed_ports,
         }
         self.config_file.write_text(json.dumps(config, indent=2))
@@ -100,6 +107,9 @@ class LocalStack:
         config = self.config()
         ports = config["ports"]
         env = dict(os.environ)
+        if name == "web":  # a client of the gateway like any other: no S3, database or internal credentials
+            env.update({"WORKBENCH_WEB_LISTEN": self.web_address(), "WORKBENCH_ADDRESS": self.address()})
+            return env
         env.update({
             "WORKBENCH_DATABASE_URL": self.database_url(),
             "WORKBENCH_LISTEN": f"127.0.0.1:{ports[name]}",
@@ -140,7 +150,7 @@ class LocalStack:
             database.migrate()  # the gateway migrates too; here a broken catalog fails `up` with its reason
         finally:
             database.dispose()
-        for name in SERVICE_NAMES:
+        for name in PROCESSES:
             if not _alive(self.pid(name)):
                 self._start_service(name)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -151,7 +161,7 @@ class LocalStack:
             if time.monotonic() > deadline:
                 failing = ", ".join(f"{c.name} ({c.detail})" for c in components if not c.healthy)
                 raise FailedPrecondition(f"not healthy after {START_TIMEOUT_S:.0f}s: {failing}; see {self.log_dir}")
-            for name in SERVICE_NAMES:
+            for name in PROCESSES:
                 if not _alive(self.pid(name)):
                     raise FailedPrecondition(f"{name} exited during start; see {self.log_dir / (name + '.log')}")
             time.sleep(0.5)
@@ -160,7 +170,7 @@ class LocalStack:
         """The services together (SIGTERM: each drains its RPCs for its grace period, the gateway hands
         its jobs back; SIGKILL for any still running after STOP_TIMEOUT_S), then the object store, which
         they may still be writing to until they are gone."""
-        pids = {name: self.pid(name) for name in SERVICE_NAMES}
+        pids = {name: self.pid(name) for name in PROCESSES}
         for pid in pids.values():
             if _alive(pid):
                 _signal(pid, signal.SIGTERM)
@@ -174,7 +184,7 @@ class LocalStack:
 
     def kill(self) -> None:
         """Stop everything at once (SIGKILL): for throwaway stacks, whose data does not matter."""
-        for name in SERVICE_NAMES:
+        for name in PROCESSES:
             if _alive(self.pid(name)):
                 os.kill(self.pid(name), signal.SIGKILL)
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
@@ -185,12 +195,19 @@ class LocalStack:
     def address(self, name: str = "gateway") -> str:
         return f"127.0.0.1:{self.config()['ports'][name]}"
 
+    def web_address(self) -> str:
+        return f"127.0.0.1:{self.config().get('web_port', WEB_PORT)}"
+
+    def web_url(self) -> str:
+        return f"http://{self.web_address()}/"
+
     def status(self) -> list[Component]:
         config = self.config()
         components = [self._s3_status(config)]
         for name in SERVICE_NAMES:
             address = f"127.0.0.1:{config['ports'][name]}"
             components.append(Component(name, address, *_grpc_health(address)))
+        components.append(Component("web", self.web_url(), *_http_health(self.web_url() + "healthz")))
         return components
 
     # -- internals -------------------------------------------------------------------------
@@ -268,6 +285,16 @@ def _wait_exit(pid: int | None, timeout: float) -> None:
         deadline = time.monotonic() + 5.0
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def _http_health(url: str) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200, "SERVING" if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        return False, f"HTTP {error.code}"
+    except OSError as error:
+        return False, "UNAVAILABLE" if isinstance(error, ConnectionError) else str(error)
 
 
 def _grpc_health(address: str) -> tuple[bool, str]:

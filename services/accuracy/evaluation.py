@@ -8,6 +8,7 @@ inputs and outputs between object storage and protobuf.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -177,4 +178,6 @@ def render(store: ObjectStore, request: accuracy_pb2.RenderImageRequest, bucket:
             found = from_coco_results(doc["results"], _identity(doc["labels"]), [request.image_id])[request.image_id]
             sets.append(BoxSet(name, found.above(request.score_threshold or 0.25), color))
     png = render_boxes(path, sets, label_names=labels, title=entry.get("original_name") or entry["file_name"])
-    return store.put_bytes(bucket, f"{request.dataset.prefix}renders/{request.image_id}-{len(png)}.png", png)
+    # named by content: two different pictures of one image (other reports, other sets) never share a key
+    digest = hashlib.sha256(png).hexdigest()[:16]
+    return store.put_bytes(bucket, f"{request.dataset.prefix}renders/{request.image_id}-{digest}.png", png)

@@ -59,6 +59,11 @@ class Settings:
     max_jobs: int = 8
     # open WatchJob streams one gateway serves (they share one thread); past it, a retry hint
     max_watchers: int = 10_000
+    # the web console: where it listens, the gateway it calls (as the SDK's WORKBENCH_ADDRESS), and the
+    # CA it trusts when that gateway speaks TLS
+    web_listen: str = "127.0.0.1:8080"
+    address: str = "127.0.0.1:50051"
+    gateway_tls_ca: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":

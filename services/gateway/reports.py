@@ -107,14 +107,17 @@ class Reports:
         render = accuracy_pb2.RenderImageRequest(
             dataset=dataset, image_id=request.image_id, output_bucket=self.bucket,
             score_threshold=report.result.effective_settings.reference_threshold or 0.25)
-        if request.against_annotations or not report.parent_id:
+        if request.hide_first:
+            pass  # a set with neither predictions nor the annotations as its source is not drawn
+        elif request.against_annotations or not report.parent_id:
             render.first_source = accuracy_pb2.BOX_SOURCE_ANNOTATIONS
         else:
             render.first_predictions.CopyFrom(report.parent_predictions)
             render.first_source = accuracy_pb2.BOX_SOURCE_PARENT
-        render.second_predictions.CopyFrom(report.result.predictions)
-        render.second_source = accuracy_pb2.BOX_SOURCE_OPTIMIZED if report.parent_id else \
-            accuracy_pb2.BOX_SOURCE_UNSPECIFIED
+        if not request.hide_second:
+            render.second_predictions.CopyFrom(report.result.predictions)
+            render.second_source = accuracy_pb2.BOX_SOURCE_OPTIMIZED if report.parent_id else \
+                accuracy_pb2.BOX_SOURCE_UNSPECIFIED
         png = call("accuracy", self.workers.accuracy.RenderImage, render, remaining_s).png
         return gateway_pb2.RenderReportImageResponse(
             png=png, download_url=self.store.presigned_get(png.bucket, png.key, DOWNLOAD_EXPIRY))

@@ -22,8 +22,9 @@ SERVICES = ["gateway", "converter", "quantizer", "benchmark", "accuracy"]
 
 @pytest.fixture
 def cli(tmp_path):
-    ports = free_ports(6)
-    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home"), "WORKBENCH_S3_PORT": str(ports[0])}
+    ports = free_ports(7)
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home"), "WORKBENCH_S3_PORT": str(ports[0]),
+           "WORKBENCH_WEB_PORT": str(ports[6])}
     env.update({f"WORKBENCH_{name.upper()}_PORT": str(port) for name, port in zip(SERVICES, ports[1:])})
     env["WORKBENCH_ADDRESS"] = f"127.0.0.1:{ports[1]}"
 
@@ -42,7 +43,7 @@ def cli(tmp_path):
 
 def test_up_status_down_keeps_data(cli, tmp_path):
     components = json.loads(cli("up").stdout)
-    assert [c["name"] for c in components] == ["s3", *SERVICES]
+    assert [c["name"] for c in components] == ["s3", *SERVICES, "web"]
     assert all(c["healthy"] for c in components)
     assert all(c["detail"] == "SERVING" for c in json.loads(cli("status").stdout))
 

@@ -467,7 +467,9 @@ def cmd_demo(args, out: Output) -> int:
         result = demo.run(client, files, dataset, name=name, speed_only=args.model == "yolov4" and not args.cfg,
                           out_root=demo.reports_root(), duration_s=args.duration,
                           on_event=progress_printer(quiet=args.json), say=say)
-    out.result(result.summary(), lambda: print(demo.summary_text(result)))
+    console = f"{stack.web_url()}reports/{result.report.id}"
+    out.result({**result.summary(), "console": console},
+               lambda: print(f"{demo.summary_text(result)}\nconsole: {console}"))
     return 0
 
 

@@ -361,10 +361,22 @@ class WorkbenchClient:
             mode=accuracy_pb2.COMPARISON_MODE_ADVANCED if advanced else accuracy_pb2.COMPARISON_MODE_BASIC)
         return self._paginate(self.stub.ListReportRows, request, "rows")
 
-    def report_image(self, report_id: str, image_id: int, against_annotations: bool = False) -> bytes:
-        """A PNG of one image with both sets of boxes."""
+    def report_rows_page(self, report_id: str, *, advanced: bool = False, order_by: str = "",
+                         only_differences: bool = False, class_name: str = "", page_size: int = 50,
+                         page_token: str = "") -> gateway_pb2.ListReportRowsResponse:
+        """One page of report_rows, with its next_page_token and the total_size of the filtered rows."""
+        return self._call(self.stub.ListReportRows, gateway_pb2.ListReportRowsRequest(
+            report_id=report_id, order_by=order_by, only_differences=only_differences, class_name=class_name,
+            page_size=page_size, page_token=page_token,
+            mode=accuracy_pb2.COMPARISON_MODE_ADVANCED if advanced else accuracy_pb2.COMPARISON_MODE_BASIC))
+
+    def report_image(self, report_id: str, image_id: int, against_annotations: bool = False, *,
+                     hide_first: bool = False, hide_second: bool = False) -> bytes:
+        """A PNG of one image with both sets of boxes: the parent's (or the annotations) and the project's;
+        hide_first / hide_second leave one out."""
         response = self._call(self.stub.RenderReportImage, gateway_pb2.RenderReportImageRequest(
-            report_id=report_id, image_id=image_id, against_annotations=against_annotations))
+            report_id=report_id, image_id=image_id, against_annotations=against_annotations,
+            hide_first=hide_first, hide_second=hide_second))
         return self.read_object(response.png)
 
     # -- deployment packages ---------------------------------------------------------------
@@ -373,6 +385,9 @@ class WorkbenchClient:
         """Build the project's deployment package; the finished job's output.package_id names it."""
         request = gateway_pb2.ExportPackageRequest(project_id=project_id, request_id=request_id or uuid.uuid4().hex)
         return self._call(self.stub.ExportPackage, request).job
+
+    def get_package(self, package_id: str) -> gateway_pb2.DeploymentPackage:
+        return self._call(self.stub.GetPackage, gateway_pb2.GetPackageRequest(package_id=package_id)).package
 
     def download_package(self, package_id: str, path: str | os.PathLike) -> Path:
         """The package's tar.gz, written to path (verified against its sha256)."""
@@ -385,7 +400,7 @@ class WorkbenchClient:
         """The bytes of an object a response handed out (a picture, chart, preview or package), streamed
         through the gateway and checked against ref's size and sha256. Not resumed or retried once bytes
         have arrived: a failure raises WorkbenchError and the caller may call again."""
-        return b"".join(self._read_chunks(ref, timeout or self.timeout))
+        return b"".join(self.iter_object(ref, timeout))
 
     def download_object(self, ref: common_pb2.ObjectRef, path: str | os.PathLike, timeout: float | None = None
                         ) -> Path:
@@ -395,7 +410,7 @@ class WorkbenchClient:
         part = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             with part.open("wb") as out:
-                for chunk in self._read_chunks(ref, timeout or max(self.timeout, 600)):
+                for chunk in self.iter_object(ref, timeout or max(self.timeout, 600)):
                     out.write(chunk)
             os.replace(part, path)
         except BaseException:
@@ -403,8 +418,10 @@ class WorkbenchClient:
             raise
         return path
 
-    def _read_chunks(self, ref: common_pb2.ObjectRef, timeout: float) -> Iterator[bytes]:
-        call = self.stub.ReadObject(gateway_pb2.ReadObjectRequest(object=ref), timeout=timeout,
+    def iter_object(self, ref: common_pb2.ObjectRef, timeout: float | None = None) -> Iterator[bytes]:
+        """read_object as its chunks (≤ 1 MiB each), to pass on without holding the whole object; the size
+        and sha256 are checked after the last one."""
+        call = self.stub.ReadObject(gateway_pb2.ReadObjectRequest(object=ref), timeout=timeout or self.timeout,
                                     metadata=self._metadata)
         digest, size, received = hashlib.sha256(), None, 0
         try:
@@ -439,6 +456,12 @@ class WorkbenchClient:
 
     def cancel_job(self, job_id: str) -> common_pb2.Job:
         return self._call(self.stub.CancelJob, gateway_pb2.CancelJobRequest(job_id=job_id)).job
+
+    def open_watch(self, job_id: str, after_sequence: int = 0):
+        """The bare WatchJob stream (an iterator of WatchJobResponse, raising grpc.RpcError): no reconnection,
+        and cancel() ends it at once, for a server relaying it to a browser that may leave."""
+        return self.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id, after_sequence=after_sequence),
+                                  metadata=self._metadata)
 
     def watch_job(self, job_id: str, after_sequence: int = 0) -> Iterator[common_pb2.JobEvent]:
         """Every event of the job in order, ending with the terminal one; resumes after a dropped stream."""
