@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -105,9 +104,8 @@ def create_app(client: WorkbenchClient) -> Starlette:
         return await page(request, "report.html", pages.report, request.path_params["report_id"], query)
 
     async def visualize(request: Request):
-        found = await run_in_threadpool(gateway(request).get_report, request.path_params["report_id"])
-        image_id = request.path_params["image_id"]
-        return render(request, "visualize.html", dict(report=found, image_id=image_id,
+        context = await run_in_threadpool(pages.visualize, gateway(request), request.path_params["report_id"])
+        return render(request, "visualize.html", dict(context, image_id=request.path_params["image_id"],
                                                        image=request.query_params.get("image", "")))
 
     async def job(request: Request):
@@ -190,9 +188,8 @@ def create_app(client: WorkbenchClient) -> Starlette:
         chosen = forms.model_files(form)
 
         def upload_and_import(client_: WorkbenchClient) -> common_pb2.Job:
-            with tempfile.TemporaryDirectory(prefix="workbench-web-") as tmp:
-                paths = {role: forms.spool(f, Path(tmp) / str(role)) for role, f in chosen.items()}
-                return client_.import_model(name, paths, framework=framework, request_id=request_id(form))
+            uploads = {role: forms.upload(client_, f) for role, f in chosen.items()}
+            return client_.import_model(name, uploads, framework=framework, request_id=request_id(form))
 
         return to_job(await run_in_threadpool(upload_and_import, gateway(request)))
 
@@ -205,9 +202,8 @@ def create_app(client: WorkbenchClient) -> Starlette:
             raise FormError("files", "choose an archive (zip, tar.gz) or the images of the dataset")
 
         def upload_and_import(client_: WorkbenchClient) -> common_pb2.Job:
-            with tempfile.TemporaryDirectory(prefix="workbench-web-") as tmp:
-                paths = [forms.spool(f, Path(tmp) / str(i)) for i, f in enumerate(chosen)]
-                return client_.import_dataset(name, paths, format=fmt, request_id=request_id(form))
+            uploads = [forms.upload(client_, f) for f in chosen]
+            return client_.import_dataset(name, uploads, format=fmt, request_id=request_id(form))
 
         return to_job(await run_in_threadpool(upload_and_import, gateway(request)))
 

@@ -3,13 +3,12 @@ changes nothing and says which field is wrong."""
 
 from __future__ import annotations
 
-import re
-import shutil
-from pathlib import Path
+from pathlib import PurePath
 
 from starlette.datastructures import FormData, UploadFile
 
-from workbench.v1 import common_pb2, quantizer_pb2
+from workbench import WorkbenchClient
+from workbench.v1 import common_pb2, gateway_pb2, quantizer_pb2
 
 MAX_TEXT = 200
 # the model form's file fields, as the CLI's flags of `workbench model import`
@@ -161,15 +160,8 @@ def sweep_grid(form: FormData) -> dict:
     return grid
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-
-
-def spool(upload: UploadFile, folder: Path) -> Path:
-    """Copy a browser upload to folder under its own (sanitised) name: the gateway names files by it."""
-    name = _UNSAFE.sub("_", Path(upload.filename or "file").name).lstrip(".") or "file"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    upload.file.seek(0)
-    with path.open("wb") as out:
-        shutil.copyfileobj(upload.file, out, 1024 * 1024)
-    return path
+def upload(client: WorkbenchClient, file: UploadFile) -> gateway_pb2.Upload:
+    """Pass a browser upload on to the gateway from the form parser's spooled file (no second copy), under
+    the file's own name without any folder: the services tell formats apart by it."""
+    file.file.seek(0)
+    return client.upload_fileobj(PurePath(file.filename or "file").name, file.file, file.size or 0)

@@ -151,6 +151,13 @@ def _model_labels(client: WorkbenchClient, project: gateway_pb2.Project) -> list
     return [v.string_value for v in labels.list_value.values]
 
 
+def visualize(client: WorkbenchClient, report_id: str) -> dict:
+    report = client.get_report(report_id)
+    project = client.get_project(report.project_id)
+    dataset = client.get_dataset(project.dataset_id)
+    return dict(report=report, project=project, annotated=dataset.artifact.HasField("annotations"))
+
+
 def job(client: WorkbenchClient, job_id: str) -> dict:
     return dict(job=client.get_job(job_id))
 

@@ -56,6 +56,14 @@ def when(timestamp) -> str:
     return timestamp.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def took(job: common_pb2.Job) -> str:
+    """How long a finished job ran, e.g. "done in 12.3 s"."""
+    if not (job.start_time.seconds and job.end_time.seconds):
+        return "done"
+    seconds = (job.end_time.ToDatetime() - job.start_time.ToDatetime()).total_seconds()
+    return f"done in {seconds:.1f} s"
+
+
 def is_terminal(job: common_pb2.Job) -> bool:
     return job.state in pages.TERMINAL
 
@@ -72,6 +80,8 @@ def job_event(event: common_pb2.JobEvent) -> dict:
                 terminal=event.state in pages.TERMINAL)
     if event.state in pages.TERMINAL and event.HasField("job"):
         data["error"] = event.job.error
+        if event.state == common_pb2.JOB_STATE_SUCCEEDED:
+            data["message"] = took(event.job)
         link = pages.result_link(event.job) if event.state == common_pb2.JOB_STATE_SUCCEEDED else None
         if link:
             data["result"] = dict(href=link[0], label=link[1])
@@ -80,5 +90,5 @@ def job_event(event: common_pb2.JobEvent) -> dict:
 
 def install(env: Environment) -> None:
     env.filters.update(framework=framework, dataset_format=dataset_format, job_state=job_state, job_kind=job_kind,
-                       preset=preset, fixed=fixed, percent=percent, megabytes=megabytes, when=when)
+                       preset=preset, fixed=fixed, percent=percent, megabytes=megabytes, when=when, took=took)
     env.globals.update(is_terminal=is_terminal, result_link=pages.result_link, JOB_KINDS=pages.JOB_KIND_NAMES)

@@ -81,7 +81,7 @@ function boxSets(form) {
     if (!form.elements.first.checked) q.set("first", "0");
     if (!form.elements.second.checked) q.set("second", "0");
     if (form.elements.annotations?.checked) q.set("against", "annotations");
-    picture.src = `${form.dataset.base}?${q}`;
+    picture.src = q.size ? `${form.dataset.base}?${q}` : form.dataset.base;
   });
 }
 

@@ -20,7 +20,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -167,15 +167,19 @@ class WorkbenchClient:
     def upload_file(self, path: str | os.PathLike, request_id: str | None = None) -> gateway_pb2.Upload:
         """Stream a local file through the gateway in chunks; returns the stored, hashed upload."""
         path = Path(path)
-        header = gateway_pb2.UploadFileHeader(
-            file_name=path.name, size=path.stat().st_size, request_id=request_id or uuid.uuid4().hex
-        )
+        with path.open("rb") as f:
+            return self.upload_fileobj(path.name, f, path.stat().st_size, request_id)
+
+    def upload_fileobj(self, file_name: str, fileobj: BinaryIO, size: int, request_id: str | None = None
+                       ) -> gateway_pb2.Upload:
+        """upload_file for an open binary file (read from where it stands), named file_name: the gateway
+        and the services tell formats apart by the name."""
+        header = gateway_pb2.UploadFileHeader(file_name=file_name, size=size, request_id=request_id or uuid.uuid4().hex)
 
         def messages() -> Iterator[gateway_pb2.UploadFileRequest]:
             yield gateway_pb2.UploadFileRequest(header=header)
-            with path.open("rb") as f:
-                while chunk := f.read(CHUNK_BYTES):
-                    yield gateway_pb2.UploadFileRequest(chunk=chunk)
+            while chunk := fileobj.read(CHUNK_BYTES):
+                yield gateway_pb2.UploadFileRequest(chunk=chunk)
 
         # Client streams are not retried by the channel: the iterator cannot be replayed.
         return self._call(self.stub.UploadFile, messages(), timeout=max(self.timeout, 3600)).upload
@@ -197,6 +201,9 @@ class WorkbenchClient:
         job = self._call(self.stub.CompleteUpload, gateway_pb2.CompleteUploadRequest(upload_id=created.upload.id)).job
         self.wait_job(job.id)
         return self.get_upload(created.upload.id)
+
+    def _uploaded(self, file: str | os.PathLike | gateway_pb2.Upload) -> gateway_pb2.Upload:
+        return file if isinstance(file, gateway_pb2.Upload) else self.upload_file(file)
 
     def get_upload(self, upload_id: str) -> gateway_pb2.Upload:
         return self._call(self.stub.GetUpload, gateway_pb2.GetUploadRequest(upload_id=upload_id)).upload
@@ -229,14 +236,15 @@ class WorkbenchClient:
     def import_model(
         self,
         name: str,
-        files: dict[int, str | os.PathLike],
+        files: dict[int, str | os.PathLike | gateway_pb2.Upload],
         *,
         framework: int = common_pb2.FRAMEWORK_UNSPECIFIED,
         options: common_pb2.ConvertOptions | None = None,
         request_id: str | None = None,
     ) -> common_pb2.Job:
-        """Upload local files ({ModelFileRole: path}) and start converting them; returns the job."""
-        uploads = [gateway_pb2.ModelUpload(role=role, upload_id=self.upload_file(path).id) for role, path in files.items()]
+        """Upload local files ({ModelFileRole: path}, or uploads already made) and start converting them;
+        returns the job."""
+        uploads = [gateway_pb2.ModelUpload(role=role, upload_id=self._uploaded(file).id) for role, file in files.items()]
         request = gateway_pb2.ImportModelRequest(
             name=name, framework=framework, files=uploads, options=options, request_id=request_id or uuid.uuid4().hex
         )
@@ -261,13 +269,13 @@ class WorkbenchClient:
     def import_dataset(
         self,
         name: str,
-        paths: list[str | os.PathLike],
+        paths: list[str | os.PathLike | gateway_pb2.Upload],
         *,
         format: int = common_pb2.DATASET_FORMAT_UNSPECIFIED,
         request_id: str | None = None,
     ) -> common_pb2.Job:
-        """Upload an archive (or loose files) and start importing it; returns the job."""
-        upload_ids = [self.upload_file(path).id for path in paths]
+        """Upload an archive (or loose files; or uploads already made) and start importing it; returns the job."""
+        upload_ids = [self._uploaded(path).id for path in paths]
         request = gateway_pb2.ImportDatasetRequest(
             name=name, format=format, upload_ids=upload_ids, request_id=request_id or uuid.uuid4().hex
         )
