@@ -62,26 +62,22 @@ def choice(form: FormData, name: str, options: dict, default: str = ""):
 
 def integer(form: FormData, name: str, low: int, high: int, *, label: str = "") -> int:
     """0 when the field is empty (the gateway's default), else a whole number in [low, high]."""
-    raw = str(form.get(name) or "").strip()
-    if not raw:
-        return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise FormError(name, f"{label or name} must be a whole number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise FormError(name, f"{label or name} must be between {low} and {high}, not {value}")
-    return value
+    return _bounded(form, name, int, "a whole number", low, high, label) or 0
 
 
 def number(form: FormData, name: str, low: float, high: float, *, label: str = "") -> float:
+    """0.0 when the field is empty, else a number in [low, high]."""
+    return float(_bounded(form, name, float, "a number", low, high, label) or 0.0)
+
+
+def _bounded(form: FormData, name: str, parse, kind: str, low, high, label: str):
     raw = str(form.get(name) or "").strip()
     if not raw:
-        return 0.0
+        return None
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise FormError(name, f"{label or name} must be a number, not {raw!r}") from None
+        raise FormError(name, f"{label or name} must be {kind}, not {raw!r}") from None
     if not low <= value <= high:
         raise FormError(name, f"{label or name} must be between {low:g} and {high:g}, not {value:g}")
     return value

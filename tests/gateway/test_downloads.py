@@ -12,30 +12,15 @@ import grpc
 import pytest
 
 from services.common.pb import ref_to_pb
-from services.common.server import ServiceServer
-from services.common.settings import Settings
 from services.gateway.downloads import CHUNK_BYTES
 from services.gateway.jobs import now
+from services.common.server import ServiceServer
 from services.gateway.servicer import Gateway, registrar
 from tests.conftest import FRAMES
 from workbench.client import WorkbenchClient, WorkbenchError
 from workbench.v1 import common_pb2, gateway_pb2
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"not really a picture, but bytes all the same" * 20
-
-
-def start_gateway(settings: Settings) -> tuple[ServiceServer, WorkbenchClient]:
-    server = ServiceServer("gateway", settings, registrar(settings))
-    server.start()
-    return server, WorkbenchClient(server.address, token=settings.auth_token or None, timeout=20)
-
-
-@pytest.fixture
-def gateway(gateway_settings):
-    server, client = start_gateway(gateway_settings)
-    yield client
-    client.close()
-    server.shutdown(grace=1)
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.common.server import ServiceServer
-from services.common.settings import Settings
 from services.gateway.servicer import registrar
+from tests.gateway.conftest import start_gateway
 from workbench.client import JobFailedError, WorkbenchClient, WorkbenchError
 from workbench.v1 import (
     accuracy_pb2_grpc, benchmark_pb2_grpc, common_pb2, converter_pb2_grpc,
@@ -27,20 +27,6 @@ from workbench.v1 import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def start_gateway(settings: Settings) -> tuple[ServiceServer, WorkbenchClient]:
-    server = ServiceServer("gateway", settings, registrar(settings))
-    server.start()
-    return server, WorkbenchClient(server.address, token=settings.auth_token or None, timeout=20)
-
-
-@pytest.fixture
-def gateway(gateway_settings):
-    server, client = start_gateway(gateway_settings)
-    yield client
-    client.close()
-    server.shutdown(grace=1)
 
 
 def write_random_file(path: Path, size: int) -> str:

@@ -186,11 +186,7 @@ def test_the_tutorial_in_a_browser(console, workbench, page):
 
     # -- explore inference configurations ---------------------------------------------------------------------
     page.goto(f"{console.url}/projects/{child.id}")
-    form = page.locator("#sweep")
-    form.locator("input[name=streams]").fill("1, 2")
-    form.locator("input[name=duration_seconds]").fill("0.5")
-    form.locator("button").click()
-    page.wait_for_url("**/jobs/*")
+    explore(page, streams="1, 2", seconds="0.5")
     follow_job(page)
     open_result(page, "Open the project")
     sweep = api.get_project(child.id).last_sweep
@@ -211,11 +207,7 @@ def test_the_tutorial_in_a_browser(console, workbench, page):
 
     # -- a job cancelled from its page ------------------------------------------------------------------------
     page.goto(f"{console.url}/projects/{child.id}")
-    form = page.locator("#sweep")
-    form.locator("input[name=streams]").fill("1, 2, 4")
-    form.locator("input[name=duration_seconds]").fill("30")
-    form.locator("button").click()
-    page.wait_for_url("**/jobs/*")
+    explore(page, streams="1, 2, 4", seconds="30")
     job_id = page.url.rsplit("/", 1)[1]
     page.locator("#job form.cancel button").click()
     page.wait_for_url(f"**/jobs/{job_id}")
@@ -239,6 +231,15 @@ def benchmark(page, duration: str) -> None:
     page.wait_for_url("**/jobs/*")
     follow_job(page)
     open_result(page, "Open the project")
+
+
+def explore(page, streams: str, seconds: str) -> None:
+    """Start exploring inference configurations from the project page; lands on the job's page."""
+    form = page.locator("#sweep")
+    form.locator("input[name=streams]").fill(streams)
+    form.locator("input[name=duration_seconds]").fill(seconds)
+    form.locator("button").click()
+    page.wait_for_url("**/jobs/*")
 
 
 def column(page, title: str) -> list[str]:
