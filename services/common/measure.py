@@ -8,6 +8,7 @@ Per-layer counters come from a separate short run, so profiling never slows the 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import time
@@ -67,6 +68,9 @@ class BenchResult:
     inference_precision: str
     conditions: dict[str, object]
     layers: list[LayerTime] = field(default_factory=list)
+    # SHA-256 of each distinct sample (one batch item of the first input) the requests carried: which data,
+    # and how many different inputs, the figure was measured on (dataset images, or random data)
+    samples: list[str] = field(default_factory=list)
 
 
 def conditions(core: ov.Core, device: str) -> dict[str, object]:
@@ -218,11 +222,22 @@ def benchmark(model: ov.Model, config: BenchConfig, images: np.ndarray | None = 
         runtime_threads=int(compiled.get_property(props.inference_num_threads)),
         inference_precision=compiled.get_property(hints.inference_precision).get_type_name(),
         conditions=measured_under,
+        samples=fed_samples(queue),
     )
     if config.performance_counters:
         report("profile", 0.96, "per-layer counters")
         result.layers = profile(core, model, config, sets[0])
     return result
+
+
+def fed_samples(queue: ov.AsyncInferQueue) -> list[str]:
+    """SHA-256 of each distinct sample in the requests' first input, as the model read it, in first-seen order."""
+    digests: dict[str, None] = {}
+    for request in queue:
+        data = request.get_input_tensor(0).data
+        for sample in data if data.ndim else [data]:
+            digests.setdefault(hashlib.sha256(np.ascontiguousarray(sample).tobytes()).hexdigest())
+    return list(digests)
 
 
 def profile(core: ov.Core, model: ov.Model, config: BenchConfig, inputs: dict[int, np.ndarray]) -> list[LayerTime]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import cv2
 import numpy as np
 import openvino as ov
@@ -12,6 +15,8 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.measure import BenchConfig, BenchResult, benchmark
 from services.converter.convert import ModelFiles, load
 from tests.small_models import small_classifier
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -49,10 +54,30 @@ def test_batch_counts_images_not_batches(model_xml):
     assert result.throughput_fps == pytest.approx(4 * result.iterations / result.duration_s)
 
 
-def test_dataset_images_feed_the_requests(model_xml):
-    images = np.random.default_rng(1).random((3, 3, 32, 32), dtype=np.float32)
-    result = benchmark(ov.Core().read_model(model_xml), BenchConfig(iterations=4), images)
-    assert result.iterations >= 4
+def frames(count: int, size: int = 32) -> np.ndarray:
+    """Real photographs (vtest frames), resized for the small classifier: NCHW float32 in [0, 1]."""
+    paths = sorted((REPO / "data" / "vtest").glob("*.jpg"))[:count]
+    assert len(paths) == count
+    return np.stack([cv2.resize(cv2.imread(str(p)), (size, size)).transpose(2, 0, 1) for p in paths]).astype(
+        np.float32) / 255
+
+
+def digests(images: np.ndarray) -> set[str]:
+    return {hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in images}
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_dataset_images_reach_the_model(model_xml, batch):
+    """The requests carry the dataset's own images, every one of them, tiled to the batch; and random inputs
+    carry none of them. The result names what the model read (one digest per distinct sample)."""
+    images = frames(3)
+    config = BenchConfig(iterations=8, infer_requests=4, batch=batch, hint="latency")
+    fed = benchmark(ov.Core().read_model(model_xml), config, images)
+    assert fed.runtime_infer_requests == 4 and len(fed.samples) == len(set(fed.samples))
+    assert set(fed.samples) == digests(images)  # 4 requests x batch >= 3 images: each one is fed
+
+    random = benchmark(ov.Core().read_model(model_xml), config)
+    assert len(random.samples) == batch and not set(random.samples) & digests(images)
 
 
 @pytest.mark.parametrize(
