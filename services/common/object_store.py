@@ -16,9 +16,18 @@ Guarantees callers rely on:
   * Failures surface as services.common.errors classes with messages safe to show a client
     (endpoint, bucket, key and S3 error code; never the credentials).
 
-Multipart uploads use the SDK's part-level calls (minio==7.2.20 is pinned) rather than
-put_object, to bound the in-flight parts, avoid its quadratic part assembly on streams that
-return small reads, and abort only after every in-flight part has finished.
+A single PUT goes through the SDK's public put_object. Multipart uploads use its private
+part-level calls instead (_create_multipart_upload, _upload_part, _complete_multipart_upload,
+_abort_multipart_upload; minio==7.2.20 is pinned and tests/common/test_object_store.py pins their
+signatures), because put_object's own multipart loop (7.2.20) cannot keep these guarantees:
+  * abort only after every in-flight part has finished: it aborts while its pool still uploads;
+  * fail fast: a failed part surfaces only after the whole stream has been read and sent to
+    the pool (a 400 MiB stream was read to its end after the first part had failed);
+  * no leak: when the stream fails, its pool's worker threads are never stopped (num_parallel_uploads
+    threads left blocked per failed upload).
+With num_parallel_uploads=1 it keeps them, but uploads one part at a time: about half the
+throughput measured below (DEFAULT_PARALLEL_UPLOADS). It also assembles parts by `bytes +=`,
+quadratic on streams that return small reads unless fed whole parts.
 """
 
 from __future__ import annotations
@@ -512,7 +521,10 @@ class ObjectStore:
         data = reader.read_part(part_size)
         if reader.eof:  # fits in one request: a single PUT, which is atomic
             with self._mapped(bucket, key):
-                self._client._put_object(bucket, key, data, headers)
+                # a part size of at least the data: one part, which put_object sends as one PutObject
+                self._client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=headers["Content-Type"],
+                                        metadata={SHA256_HEADER: sha256} if sha256 else None,
+                                        part_size=max(len(data), _MIN_PART_SIZE))
             return
         with self._mapped(bucket, key):
             upload_id = self._client._create_multipart_upload(bucket, key, dict(headers))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import random
 import socket
@@ -14,6 +15,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import urllib3
+from minio import Minio
+from minio.datatypes import Part
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.common.object_store import (
@@ -70,6 +74,15 @@ def peak_rss_growth(fn):
 
 def staged_keys(store: ObjectStore, bucket: str) -> list[str]:
     return [o.object_name for o in store.client.list_objects(bucket, prefix=TMP_PREFIX, recursive=True)]
+
+
+def incomplete_uploads(store: ObjectStore, bucket: str) -> list[str]:
+    """Keys with a multipart upload begun and neither completed nor aborted (ListMultipartUploads)."""
+    return [u.object_name for u in store.client._list_multipart_uploads(bucket).uploads]
+
+
+def new_threads(before: set[threading.Thread]) -> list[str]:
+    return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
 
 
 # -- round trips ------------------------------------------------------------------------------
@@ -142,7 +155,83 @@ def test_interrupted_put_leaves_nothing_visible(store, bucket, declared_sha, fai
     with pytest.raises(RuntimeError, match="client went away"):  # the stream's own error, unchanged
         store.put_stream(bucket, "job/out.bin", stream, sha256="a" * 64 if declared_sha else None)
     assert not store.exists(bucket, "job/out.bin")
-    assert store.list(bucket) == [] and staged_keys(store, bucket) == []
+    assert store.list(bucket) == [] and staged_keys(store, bucket) == [] and incomplete_uploads(store, bucket) == []
+
+
+# -- multipart uploads on the SDK's private part-level calls ----------------------------------------
+
+
+def test_the_private_minio_calls_relied_on_keep_their_signatures():
+    """object_store.py uploads multipart objects through minio's private part-level calls, not the public
+    put_object, because put_object's multipart loop cannot keep three of its guarantees (the module
+    docstring says which; the two tests below hold them): it aborts while parts are still in flight, it
+    reads the whole stream before a failed part surfaces, and it leaves its worker threads behind when
+    the stream fails. Private calls may change in any minio release without notice, so their exact
+    signatures are pinned here, parameter by parameter in the order object_store.py passes them
+    positionally, and the Part record it builds: an upgrade that changes one fails here, by name, rather
+    than as a broken upload."""
+    relied_on = {  # name: (parameters after self, return annotation)
+        "_create_multipart_upload": (["bucket_name", "object_name", "headers"], "str"),  # the upload id
+        "_upload_part": (["bucket_name", "object_name", "data", "headers", "upload_id", "part_number"], "str"),  # etag
+        "_complete_multipart_upload": (["bucket_name", "object_name", "upload_id", "parts", "ssec"],
+                                       "CompleteMultipartUploadResult"),
+        "_abort_multipart_upload": (["bucket_name", "object_name", "upload_id"], inspect.Signature.empty),
+    }
+    for name, (parameters, returns) in relied_on.items():
+        signature = inspect.signature(getattr(Minio, name))
+        assert list(signature.parameters)[1:] == parameters, f"minio.Minio.{name}{signature}"
+        assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in signature.parameters.values()), name
+        assert signature.return_annotation == returns, f"minio.Minio.{name}{signature}"  # minio's are strings
+    assert inspect.signature(Minio._complete_multipart_upload).parameters["ssec"].default is None
+    part = Part(3, "etag")
+    assert (part.part_number, part.etag) == (3, "etag")
+
+
+def test_a_failed_multipart_upload_is_aborted_after_its_parts_and_leaves_no_thread(store, bucket, monkeypatch):
+    """The stream fails while two slow parts are in flight: the abort waits for them (a part that lands
+    after an abort can leave storage behind), and every part thread has ended when the error surfaces."""
+    upload_part, abort = store.client._upload_part, store.client._abort_multipart_upload
+    in_flight, at_abort = [0], []
+    lock = threading.Lock()
+
+    def slow_part(*args):
+        with lock:
+            in_flight[0] += 1
+        try:
+            time.sleep(0.3)
+            return upload_part(*args)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    def recorded_abort(*args):
+        at_abort.append(in_flight[0])
+        return abort(*args)
+
+    monkeypatch.setattr(store.client, "_upload_part", slow_part)
+    monkeypatch.setattr(store.client, "_abort_multipart_upload", recorded_abort)
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="client went away"):
+        store.put_stream(bucket, "job/out.bin", RandomStream(64 * MiB, fail_after=20 * MiB), sha256="a" * 64)
+    assert at_abort == [0]
+    assert new_threads(before) == []
+    assert incomplete_uploads(store, bucket) == [] and not store.exists(bucket, "job/out.bin")
+
+
+def test_a_failed_part_stops_the_upload_without_reading_the_rest(store, bucket, monkeypatch):
+    """Every part fails (the connection drops): the upload fails within a few parts of the stream, not
+    after reading all of it, aborted, with no thread left."""
+    def lost(*args):
+        raise urllib3.exceptions.ProtocolError("Connection aborted.")
+
+    monkeypatch.setattr(store.client, "_upload_part", lost)
+    stream = RandomStream(400 * MiB)
+    before = set(threading.enumerate())
+    with pytest.raises(StorageUnavailable, match="connection lost"):
+        store.put_stream(bucket, "big.bin", stream)
+    assert stream.sent <= (store.parallel_uploads + 1) * store.part_size
+    assert new_threads(before) == []
+    assert incomplete_uploads(store, bucket) == [] and store.list(bucket) == [] and staged_keys(store, bucket) == []
 
 
 # -- errors -----------------------------------------------------------------------------------
