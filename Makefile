@@ -12,7 +12,7 @@ setup: $(VENV)/.installed node_modules/.installed
 $(VENV)/.installed: pyproject.toml sdk/python/pyproject.toml sdk/python/setup.py $(PROTOS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ./sdk/python -e '.[test]'
+	$(PY) -m pip install -q -e ./sdk/python -e '.[test,local]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -28,10 +28,10 @@ test: setup lint
 	$(PY) -m pytest
 
 demo: setup
-	$(VENV)/bin/workbench demo
+	$(VENV)/bin/workbench-dev demo
 
 up down status: setup
-	$(VENV)/bin/workbench $@
+	$(VENV)/bin/workbench-dev $@
 
 clean:
 	rm -rf $(VENV) node_modules sdk/python/src/workbench/v1 build

@@ -1,6 +1,6 @@
 """The local default stack: a SeaweedFS S3 server, the five services and the web console on localhost.
 
-`workbench up` starts whatever is not running, detached, and waits until every component
+`workbench-dev up` starts whatever is not running, detached, and waits until every component
 reports SERVING; `down` stops them (the services first, together, the S3 server last; ~2 s when
 idle); `status` shows each component's health. Everything lives under one home folder
 (WORKBENCH_HOME, default ~/.workbench): the S3 data, the catalog database (SQLite), credentials

@@ -1,7 +1,8 @@
-"""`workbench demo`: the whole YOLOv4 optimization flow on the local stack, ending in an HTML report.
+"""`workbench-dev demo`: the whole YOLOv4 optimization flow on the local stack, ending in an HTML report.
 
 Import the Darknet model and the frames -> project -> INT8 child project -> benchmark both ->
-accuracy report (the child's predictions against the parent's) -> comparison -> report.html.
+accuracy report (the child's predictions against the parent's) -> comparison -> report.html. A client of the
+gateway through the SDK like any other: it imports no service's code.
 """
 
 from __future__ import annotations

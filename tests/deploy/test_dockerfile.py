@@ -147,7 +147,10 @@ def test_builder_generates_the_stubs_and_installs_without_editable_mode():
     assert any("./sdk/python" in c for c in installs), "the SDK (and with it the generated stubs) is not installed"
     assert not any(" -e " in f" {c} " or "--editable" in c for c in installs), "editable installs point at /src"
     copied = {i.args[-2] if len(i.args) == 2 else "" for i in builder.all("COPY")}
-    assert {"protos/", "sdk/python/", "services/", "data/"} <= copied
+    assert {"protos/", "sdk/python/", "services/"} <= copied
+    # the demo's reference data is the local stack's, and the image installs no `local` extra (SeaweedFS)
+    assert not {c for c in copied if c.rstrip("/") == "data"}, "data/ is the local demo's, not the image's"
+    assert not any("[local" in c or "seaweedfs" in c for c in installs), "SeaweedFS is the local stack's"
 
 
 def test_runtime_environment_matches_the_manifests():

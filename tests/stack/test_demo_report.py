@@ -1,4 +1,4 @@
-"""The `workbench demo` HTML report: a speed chart whose every text reads in full, and "-" for an undefined
+"""The `workbench-dev demo` HTML report: a speed chart whose every text reads in full, and "-" for an undefined
 predicted-class precision. Pure rendering from protobuf messages: no services, no network."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from workbench import demo
+from services.dev import demo
 from workbench.v1 import accuracy_pb2, common_pb2, gateway_pb2
 
 GLYPH = 0.6  # average character width in font sizes, a fair estimate for a sans-serif font

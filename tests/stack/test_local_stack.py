@@ -1,4 +1,4 @@
-"""`workbench up / status / down` as a user runs them: real processes, real SeaweedFS, free ports."""
+"""`workbench-dev up / status / down` as a user runs them: real processes, real SeaweedFS, free ports."""
 
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ def cli(tmp_path):
     env["WORKBENCH_ADDRESS"] = f"127.0.0.1:{ports[1]}"
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        # the local stack is the services' `workbench-dev`; the API commands are the SDK's `workbench`
+        module = "services.dev" if args[0] in ("up", "down", "status") else "workbench.cli"
         result = subprocess.run(
-            [sys.executable, "-m", "workbench.cli", "--json", *args],
+            [sys.executable, "-m", module, "--json", *args],
             env=env, capture_output=True, text=True, timeout=180,
         )
         if check and result.returncode != 0:
