@@ -2,6 +2,9 @@
 
 Every bench prints its figures as one JSON object on its last line. The machine is shared and noisy,
 so compare sides measured in one run, alternating them, and quote medians.
+
+The S3 server, the settings and the yolov4-tiny project are set up by tests/harness.py, the plain
+helpers the tests' fixtures use as well: a bench measures the setup the tests check.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import socket
 import statistics
 import subprocess
@@ -25,8 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.object_store import ObjectStore
 from services.common.seaweed import SeaweedServer
 from services.common.settings import Settings
-from services.reference_models import yolov4_tiny
 from services.stack import LocalStack
+from tests.harness import s3_settings, start_seaweed, stop_seaweed, tiny_project
 from workbench.client import WorkbenchClient
 from workbench.v1 import gateway_pb2
 
@@ -41,16 +43,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def seaweed() -> Iterator[tuple[SeaweedServer, Settings]]:
+    """A throwaway SeaweedFS with the bucket "bench", and settings for it with a SQLite catalog beside it."""
     with tempfile.TemporaryDirectory(prefix="bench-s3-") as state:
-        server = SeaweedServer.start(state, 0, "bench", secrets.token_hex(16), ready_timeout=90)
+        server = start_seaweed(state, "bench")
         try:
-            settings = Settings(s3_endpoint=server.endpoint, s3_access_key=server.access_key,
-                                s3_secret_key=server.secret_key, bucket="bench",
-                                database_url=f"sqlite:///{state}/catalog.db")
+            settings = s3_settings(server, "bench", f"sqlite:///{state}/catalog.db")
             ObjectStore.from_settings(settings).ensure_bucket("bench")
             yield server, settings
         finally:
-            server.stop(timeout=1)
+            stop_seaweed(server)
 
 
 @contextlib.contextmanager
@@ -129,9 +130,5 @@ def local_stack() -> Iterator[tuple[LocalStack, WorkbenchClient]]:
 
 
 def import_tiny(client: WorkbenchClient, frames: list[Path]) -> gateway_pb2.Project:
-    """The real yolov4-tiny and some frames through the gateway, as a project."""
-    files = yolov4_tiny()
-    job = client.import_darknet("yolov4-tiny", files.cfg, files.weights, files.names)
-    model = client.wait_job(job.id).output.model_id
-    dataset = client.wait_job(client.import_dataset("frames", frames).id).output.dataset_id
-    return client.create_project("yolov4-tiny", model_id=model, dataset_id=dataset)
+    """The real yolov4-tiny and some frames through the gateway, as a project (as the tests' parent)."""
+    return tiny_project(client, frames, dataset_name="frames", project_name="yolov4-tiny")

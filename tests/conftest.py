@@ -1,23 +1,23 @@
-"""Shared fixtures: one real SeaweedFS for the whole session, a fresh bucket per test."""
+"""Shared fixtures: one real SeaweedFS for the whole session, a fresh bucket per test. What the benches set
+up the same way (SeaweedFS, settings, the yolov4-tiny project) is in tests/harness.py, plain functions that
+bench/harness.py calls too."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import secrets
 import uuid
 from pathlib import Path
 
 import pytest
 
 from services.common.object_store import ObjectStore
-from services.common.seaweed import SeaweedServer
 from services.common.server import ServiceServer
 from services.common.settings import Settings
 from services.gateway.servicer import registrar as gateway_registrar
-from services.reference_models import yolov4_tiny
+from tests import harness
+from tests.harness import tiny_project  # noqa: F401 (the tests that build a parent themselves import it from here)
 from workbench.client import WorkbenchClient
-from workbench.v1 import gateway_pb2
 
 S3_ACCESS_KEY = "workbench-test"
 
@@ -25,11 +25,9 @@ S3_ACCESS_KEY = "workbench-test"
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory):
     """A SeaweedFS S3 server on free loopback ports, with per-session credentials."""
-    server = SeaweedServer.start(
-        tmp_path_factory.mktemp("seaweed"), 0, S3_ACCESS_KEY, secrets.token_hex(16), ready_timeout=90
-    )
+    server = harness.start_seaweed(tmp_path_factory.mktemp("seaweed"), S3_ACCESS_KEY)
     yield server
-    server.stop(timeout=1)  # a graceful SeaweedFS exit takes ~16 s; SIGKILL loses nothing here
+    harness.stop_seaweed(server)
 
 
 @pytest.fixture(scope="session")
@@ -84,14 +82,7 @@ def database_url(request) -> str:
 def s3_settings(seaweed, bucket, database_url) -> Settings:
     """Settings pointing at the session SeaweedFS, this test's bucket and its own catalog database (derive
     others with dataclasses.replace)."""
-    return Settings.from_env(
-        {},
-        s3_endpoint=seaweed.endpoint,
-        s3_access_key=seaweed.access_key,
-        s3_secret_key=seaweed.secret_key,
-        bucket=bucket,
-        database_url=database_url,
-    )
+    return harness.s3_settings(seaweed, bucket, database_url)
 
 
 @dataclasses.dataclass
@@ -135,15 +126,6 @@ def stop_services(servers: dict[str, ServiceServer]) -> None:
 
 
 FRAMES = sorted((Path(__file__).resolve().parents[1] / "data" / "vtest").glob("*.jpg"))[::5]  # 16 frames
-
-
-def tiny_project(client: WorkbenchClient, frames: list[Path]) -> gateway_pb2.Project:
-    """The real yolov4-tiny and some vtest frames imported through the gateway, as one project."""
-    files = yolov4_tiny()
-    job = client.import_darknet("yolov4-tiny", files.cfg, files.weights, files.names)
-    model = client.wait_job(job.id).output.model_id
-    dataset = client.wait_job(client.import_dataset("vtest", frames).id).output.dataset_id
-    return client.create_project("tiny on pedestrians", model_id=model, dataset_id=dataset)
 
 
 @pytest.fixture
