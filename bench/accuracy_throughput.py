@@ -1,6 +1,6 @@
 """Images per second of a whole accuracy evaluation against the benchmark throughput of the same model.
 
-Evaluation: services.accuracy.evaluate.evaluate over the 80 vtest frames repeated (--images, distinct image
+Evaluation: services.accuracy.inference.evaluate over the 80 vtest frames repeated (--images, distinct image
 ids), i.e. reading, preprocessing, inference, decoding (confidence floor 0.001, as COCO evaluations use), then
 the metrics the accuracy service computes: COCO metrics with pycocotools against a reference (the FP32
 model's detections >= 0.25, f32 inference, made once), parent agreement and the per-image comparison.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit, median  # noqa: E402
 from services import reference_models  # noqa: E402
-from services.accuracy.evaluate import evaluate, to_coco_results  # noqa: E402
+from services.accuracy.inference import evaluate, to_coco_results  # noqa: E402
 from services.common.measure import BenchConfig, benchmark, conditions  # noqa: E402
 from services.common.detection import Decoder  # noqa: E402
 from services.common.metrics import coco_metrics, compare_predictions, parent_agreement  # noqa: E402

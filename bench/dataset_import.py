@@ -37,11 +37,11 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import REPO, emit, median, peak_rss_mb, reset_peak_rss, seaweed  # noqa: E402
-from services.accuracy.datasets import DatasetLimits, normalize_dataset  # noqa: E402
+from services.accuracy.dataset_import import DatasetLimits, normalize_dataset  # noqa: E402
 from services.common.images import decode_image_bytes, tune_allocator_for_images  # noqa: E402
 from services.common.object_store import ObjectStore  # noqa: E402
 
-UPLOAD_THREADS = 4  # as services.accuracy.servicer
+UPLOAD_THREADS = 4  # as services.accuracy.publish
 
 
 def make_dataset(count: int, folder: Path) -> tuple[Path, list[bytes]]:

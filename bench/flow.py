@@ -24,7 +24,7 @@ import openvino as ov
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit, seaweed, service_process  # noqa: E402
-from services.accuracy.evaluate import evaluate  # noqa: E402
+from services.accuracy.inference import evaluate  # noqa: E402
 from services.common.measure import BenchConfig, benchmark  # noqa: E402
 from services.common.detection import Decoder  # noqa: E402
 from services.common.metrics import compare_predictions, parent_agreement  # noqa: E402

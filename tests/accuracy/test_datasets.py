@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from services.accuracy.datasets import (DatasetLimits, NormalizedDataset, normalize_dataset, preview_size,
-                                        render_preview)
+from services.accuracy.dataset_import import DatasetLimits, NormalizedDataset, normalize_dataset
+from services.accuracy.preview import preview_size, render_preview
 from services.common import images as images_module
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.images import decode_image, read_image_header, sniff_image
@@ -256,6 +256,58 @@ def test_yolo_ultralytics_layout_with_data_yaml(tmp_path):
     coco = coco_index(dataset)
     assert [a["bbox"] for a in coco.loadAnns(coco.getAnnIds())] == [pytest.approx(b, abs=0.01) for _, b in boxes]
 
+
+
+def yolo_with_yaml(tmp_path: Path, text: bytes | str) -> tuple[list[Path], list[str]]:
+    """Loose YOLO files: horses.jpg, its label (class 0) and data.yaml holding text."""
+    return loose(tmp_path, {"horses.jpg": PHOTOS / "horses.jpg", "horses.txt": b"0 0.5 0.5 0.2 0.2\n",
+                            "data.yaml": text.encode() if isinstance(text, str) else text})
+
+
+@pytest.mark.parametrize("names", [
+    "names: [horse, 'zebra', \"big dog\"]  # flow list",
+    "names:\n  - horse\n  - zebra  # block list\n  - big dog\n",
+    "names:\n  0: horse\n  1: zebra\n  2: big dog\n",
+    "names: {'0': horse, '1': zebra, '2': big dog}",
+    "path: ../datasets\ntrain: images/train\nval: images/val\nnc: 3\nnames: [horse, zebra, big dog]\n",
+])
+def test_data_yaml_names_in_every_yaml_form(tmp_path, names):
+    dataset, _ = normalize(tmp_path, *yolo_with_yaml(tmp_path, names), fmt="YOLO")
+    assert [c["name"] for c in dataset.categories] == ["horse", "zebra", "big dog"]
+    assert len(dataset.annotations["annotations"]) == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("names: [horse, zebra\nval: [x\n", r"data.yaml is malformed YAML: .* at line 2 column"),
+    ("names: horse\n", "data.yaml line 1: names must be a list or an index: name map"),
+    ("nc: 2\nnames: {0: horse, 2: zebra}\n", "data.yaml line 2: names indexes must be 0..N-1"),
+    ("names: [horse, no]\n", "names must be a list or an index: name map .*quote names"),
+    ("names: " + "[" * 100_000, "data.yaml nests YAML too deeply"),
+])
+def test_malformed_data_yaml_names_is_refused(tmp_path, text, message):
+    with pytest.raises(InvalidArgument, match=message) as err:
+        normalize(tmp_path, *yolo_with_yaml(tmp_path, text), fmt="YOLO")
+    assert err.value.reason == "ANNOTATIONS_MALFORMED"
+
+
+def test_data_yaml_over_one_mib_is_refused(tmp_path):
+    text = "names: [horse]\n" + "# padding\n" * (1024**2 // 10)
+    with pytest.raises(InvalidArgument, match=r"data.yaml is \d+ bytes; YAML files may have at most 1048576") as err:
+        normalize(tmp_path, *yolo_with_yaml(tmp_path, text), fmt="YOLO")
+    assert err.value.reason == "ANNOTATIONS_TOO_LARGE"
+
+
+def test_yaml_without_names_is_ignored_and_aliases_do_not_expand(tmp_path):
+    """A YAML file without a names key (even one YAML cannot read) names no classes; a billion-laughs
+    alias tree beside names is read as shared references, never expanded."""
+    dataset, _ = normalize(tmp_path, *yolo_with_yaml(tmp_path, "model: [unclosed\n"), fmt="YOLO")
+    assert dataset.categories == [{"id": 1, "name": "class_0"}]
+    laughs = "a: &a [ha, ha, ha, ha, ha, ha, ha, ha, ha]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(12))
+    (tmp_path / "laughs").mkdir()
+    dataset, _ = normalize(tmp_path / "laughs", *yolo_with_yaml(tmp_path / "laughs", laughs + "names: [horse]\n"),
+                           fmt="YOLO")
+    assert dataset.categories == [{"id": 1, "name": "horse"}]
 
 def test_imagenet_class_folders(tmp_path):
     members = {f"val/street/{p.name}": p for p in sorted(VTEST.glob("*.jpg"))[:3]}

@@ -11,8 +11,8 @@ import openvino as ov
 import pytest
 
 from services import reference_models
-from services.accuracy.evaluate import (annotations_as_detections, evaluate, from_coco_results, predictions_from_bytes,
-                                       predictions_to_bytes, to_coco_results)
+from services.accuracy.inference import (annotations_as_detections, evaluate, from_coco_results, predictions_from_bytes,
+                                        predictions_to_bytes, to_coco_results)
 from services.accuracy.render import BoxSet, render_boxes, render_comparison, render_predictions
 from services.common.detection import Decoder, Detections
 from services.common.errors import Cancelled, InvalidArgument
