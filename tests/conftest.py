@@ -106,9 +106,9 @@ def start_services(settings: Settings, worker_settings: dict[str, Settings] | No
     try:
         for name in WORKERS:
             own = (worker_settings or {}).get(name, settings)
+            # each worker's __main__ states what it serves: registrar = registrar_for(servicer, add_*, name)
             module = importlib.import_module(f"services.{name}.__main__")
-            register = module.registrar(own) if hasattr(module, "registrar") else module.register
-            servers[name] = ServiceServer(name, own, register)
+            servers[name] = ServiceServer(name, own, module.registrar(own))
             servers[name].start()
             settings = dataclasses.replace(settings, **{f"{name}_addr": servers[name].address})
         settings = dataclasses.replace(settings, **(gateway_overrides or {}))

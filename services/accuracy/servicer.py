@@ -174,12 +174,3 @@ class AccuracyServicer(accuracy_pb2_grpc.AccuracyServiceServicer):
                            request.image_id, sides, score_threshold=request.score_threshold,
                            bucket=request.output_bucket or request.dataset.bucket)
         return accuracy_pb2.RenderImageResponse(png=ref_to_pb(png))
-
-
-def registrar(settings: Settings):
-    def register(server: grpc.Server) -> list[str]:
-        accuracy_pb2_grpc.add_AccuracyServiceServicer_to_server(
-            AccuracyServicer(settings, ObjectStore.from_settings(settings)), server)
-        return [SERVICE_NAME]
-
-    return register

@@ -8,7 +8,6 @@ import threading
 from collections import deque
 from pathlib import Path
 
-import grpc
 import numpy as np
 import openvino as ov
 
@@ -25,13 +24,17 @@ from services.common.settings import Settings
 from workbench.v1 import benchmark_pb2, benchmark_pb2_grpc, common_pb2
 
 SERVICE_NAME = benchmark_pb2.DESCRIPTOR.services_by_name["BenchmarkService"].full_name
+MEASURER = "the benchmark service"  # how others waiting for this machine's measuring turn hear of us
 INPUT_IMAGES = 16  # distinct dataset images fed to the requests, as benchmark_app feeds its -i folder
 HINT_NAMES = {common_pb2.PERFORMANCE_HINT_UNSPECIFIED: "throughput", common_pb2.PERFORMANCE_HINT_THROUGHPUT: "throughput",
               common_pb2.PERFORMANCE_HINT_LATENCY: "latency", common_pb2.PERFORMANCE_HINT_NONE: "none"}
 
 
 class TurnQueue:
-    """First come, first measured: two measurements at once would each distort the other."""
+    """First come, first measured: two measurements at once would each distort the other.
+
+    This orders this instance's own calls; the machine's measuring turn (services.common.measure.measuring_turn),
+    which every measurement then takes, keeps them apart from other processes' (the quantizer's candidates)."""
 
     def __init__(self) -> None:
         self._waiting: deque[object] = deque()
@@ -64,7 +67,9 @@ def config_from_pb(config: common_pb2.BenchmarkConfig, cache_dir: str) -> BenchC
 
 
 def result_to_pb(result: BenchResult, request_config: common_pb2.BenchmarkConfig) -> common_pb2.BenchmarkResult:
-    conditions = dict(result.conditions)
+    # what the message has fields for (the loop also records how long it waited for its turn)
+    conditions = {k: v for k, v in result.conditions.items()
+                  if k in common_pb2.MeasurementConditions.DESCRIPTOR.fields_by_name}
     return common_pb2.BenchmarkResult(
         config=request_config, throughput_fps=result.throughput_fps,
         latency=common_pb2.LatencyStats(**{f"{k}_ms": v for k, v in result.latency_ms.items()}),
@@ -94,7 +99,7 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
                 ticket = self.turns.wait_turn(report)
                 try:
                     made = provenance("benchmark", self._used(request.model, request.dataset, images), request.config)
-                    result = benchmark(model, config, images, report)
+                    result = benchmark(model, config, images, report, who=MEASURER)
                 finally:
                     self.turns.done(ticket)
             measured = result_to_pb(result, request.config)
@@ -122,7 +127,8 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
                                                       latency_limit_ms=request.latency_limit_ms)
                     made.append(provenance("benchmark", self._used(request.model, request.dataset, images), grid))
                     return sweep(str(xml), base, list(request.batches), list(request.streams),
-                                 list(request.infer_requests), request.latency_limit_ms, images, report, points.append)
+                                 list(request.infer_requests), request.latency_limit_ms, images, report, points.append,
+                                 who=MEASURER)
                 finally:
                     self.turns.done(ticket)
 
@@ -155,12 +161,3 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
         preprocess = Preprocessing.from_model(model)
         images = [read_bgr(path) for _, path in download_images(self.store, dataset, entries, work / "images")]
         return model, preprocess.batch(images) if images else None
-
-
-def registrar(settings: Settings):
-    def register(server: grpc.Server) -> list[str]:
-        benchmark_pb2_grpc.add_BenchmarkServiceServicer_to_server(
-            BenchmarkServicer(settings, ObjectStore.from_settings(settings)), server)
-        return [SERVICE_NAME]
-
-    return register

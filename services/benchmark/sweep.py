@@ -12,7 +12,7 @@ import numpy as np
 import openvino as ov
 
 from services.common.errors import InvalidArgument
-from services.common.measure import BenchConfig, BenchResult, benchmark
+from services.common.measure import BenchConfig, BenchResult, benchmark, waits_only
 from services.common.progress import Report
 
 MAX_POINTS = 64
@@ -48,8 +48,9 @@ def grid(batches: list[int], streams: list[int], requests: list[int]) -> list[tu
 
 def sweep(xml: str, base: BenchConfig, batches: list[int], streams: list[int], requests: list[int],
           latency_limit_ms: float, images: np.ndarray | None = None, report: Report = lambda *a, **k: None,
-          on_point=lambda point: None) -> Sweep:
-    """Benchmark every grid point in turn (each on a fresh copy of the model, as batch reshapes it)."""
+          on_point=lambda point: None, who: str = "") -> Sweep:
+    """Benchmark every grid point in turn (each on a fresh copy of the model, as batch reshapes it); each point
+    takes the machine's measuring turn on its own (`who` names the measurer to whoever waits for it)."""
     core, points = ov.Core(), []
     plan = grid(batches, streams, requests)
     for i, (batch, stream_count, request_count) in enumerate(plan):
@@ -58,7 +59,7 @@ def sweep(xml: str, base: BenchConfig, batches: list[int], streams: list[int], r
         config = replace(base, batch=batch, streams=stream_count, infer_requests=request_count,
                          hint="throughput" if base.hint == "none" and not stream_count else base.hint,
                          performance_counters=False)
-        result = benchmark(core.read_model(xml), config, images)
+        result = benchmark(core.read_model(xml), config, images, waits_only(report), who=who)
         point = SweepPoint(batch, stream_count, request_count, result)
         points.append(point)
         on_point(point)

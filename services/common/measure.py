@@ -4,15 +4,24 @@ An AsyncInferQueue of the runtime's optimal number of requests, input tensors se
 start_async() in a loop until the duration (or iteration count) is spent, rounded up to whole waves
 of requests; latency is each request's own `latency`, throughput is frames over the wall time.
 Per-layer counters come from a separate short run, so profiling never slows the timed one.
+
+Measurements on one machine take turns (`measuring_turn`): every run of the loop holds a machine-wide
+lock, so the benchmark service's measurements and the quantizer's candidate measurements never overlap.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
 import os
 import platform
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 import numpy as np
 import openvino as ov
@@ -22,11 +31,18 @@ import openvino.properties.hint as hints
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.progress import Report
 
+log = logging.getLogger(__name__)
 HINTS = {"throughput": hints.PerformanceMode.THROUGHPUT, "latency": hints.PerformanceMode.LATENCY}
 PRECISIONS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
 PROFILE_ITERATIONS = 20
 # Other processes using more CPU than this (in cores, on average) during a measurement disturb it.
 DISTURBED_CORES = 0.25
+# Where the machine-wide measuring lock lives: a folder every measuring process on the machine shares.
+LOCK_DIR_ENV = "WORKBENCH_MEASURE_LOCK_DIR"
+LOCK_NAME = "workbench-measure.lock"
+WAIT_STAGE = "queued"  # the progress stage of a measurement waiting for its turn (as other waits in a job)
+TURN_POLL_S = 0.05  # how soon a waiting measurement notices that the lock is free
+TURN_REPORT_S = 1.0  # how often a waiting measurement says so (each report also lets a cancellation through)
 
 
 @dataclass(frozen=True)
@@ -157,9 +173,18 @@ def inputs_for(compiled: ov.CompiledModel, images: np.ndarray | None, seed: int 
 
 
 def benchmark(model: ov.Model, config: BenchConfig, images: np.ndarray | None = None,
-              report: Report = lambda *a, **k: None) -> BenchResult:
-    """Compile, warm up with one inference, then time the async loop."""
+              report: Report = lambda *a, **k: None, who: str = "") -> BenchResult:
+    """Compile, warm up with one inference, then time the async loop; all of it in this machine's measuring
+    turn (`measuring_turn`; `who` names this measurement to others waiting for it, e.g. "the benchmark service").
+    The conditions say how long it waited for its turn (waited_s) and for whom (waited_for)."""
     model = prepare(model, config)
+    with measuring_turn(report, who) as turn:
+        result = _measure(model, config, images, report)
+    result.conditions.update(turn.conditions())
+    return result
+
+
+def _measure(model: ov.Model, config: BenchConfig, images: np.ndarray | None, report: Report) -> BenchResult:
     core = ov.Core()
     measured_under = conditions(core, config.device)
     report("compile", 0.0, f"compiling for {config.device}")
@@ -228,6 +253,152 @@ def benchmark(model: ov.Model, config: BenchConfig, images: np.ndarray | None = 
         report("profile", 0.96, "per-layer counters")
         result.layers = profile(core, model, config, sets[0])
     return result
+
+
+# -- taking turns ---------------------------------------------------------------------------------------
+
+_held = threading.local()  # depth of this thread's hold on the machine's turn (nested turns re-enter)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """How a measurement got its turn: seconds it waited, and for whom (empty when it did not wait)."""
+
+    waited_s: float = 0.0
+    waited_for: str = ""
+
+    def conditions(self) -> dict[str, object]:
+        return {"waited_s": round(self.waited_s, 3), "waited_for": self.waited_for}
+
+
+def lock_dir() -> str:
+    """WORKBENCH_MEASURE_LOCK_DIR, else /dev/shm (a tmpfs every process of the machine sees), else the
+    system's temporary folder."""
+    configured = os.environ.get(LOCK_DIR_ENV, "")
+    if configured:
+        return configured
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
+        return "/dev/shm"
+    return tempfile.gettempdir()
+
+
+@contextmanager
+def measuring_turn(report: Report = lambda *a, **k: None, who: str = "",
+                   directory: str | None = None) -> Iterator[Turn]:
+    """Hold this machine's measuring turn: wait while another measurement holds it, then keep others out.
+
+    Why: a measurement takes the whole CPU (OpenVINO's throughput mode runs a stream per core), so two at once
+    share it; on a two-core machine a quantizer candidate measured while the benchmark service measures gets
+    about half its FPS, and so does the benchmark, and the automatic preset choice and the project's figures
+    both come out wrong. The benchmark service's measurements and the quantizer's candidate measurements both
+    run `benchmark()`, which holds the turn around the whole run (compile, warm-up, timed loop, profiling).
+
+    How: an exclusive fcntl.flock on LOCK_NAME in `directory` (default `lock_dir()`), each turn on its own open
+    file, so threads of one process take turns as well as processes; the kernel releases it when the holder
+    exits, even by a crash. The holder writes `who` into the file; a waiting measurement reports
+    "waiting for <who>'s measurement to finish" (stage WAIT_STAGE, no fraction) every TURN_REPORT_S, then how
+    long it waited, and the yielded Turn says so for the measurement's conditions. A thread already holding
+    the turn re-enters at once (a caller may hold it across several runs). When the lock file cannot be
+    opened, measurements go ahead without taking turns (logged).
+
+    What it does not cover: only processes that see the same folder share the lock. Pods in Kubernetes each
+    have their own /dev/shm and /tmp, so a quantizer pod and a benchmark pod on one node do not take turns:
+    for measurements they should not share a node (pod anti-affinity, or measuring nodes of their own); that
+    is a deployment choice, not made here. Nor does it keep other work off the CPU (a calibration, an
+    evaluation): that is what the conditions' `disturbed` flag reports.
+    """
+    if getattr(_held, "depth", 0):
+        _held.depth += 1
+        try:
+            yield Turn()
+        finally:
+            _held.depth -= 1
+        return
+    path = os.path.join(directory or lock_dir(), LOCK_NAME)
+    fd = _open_lock(path)
+    if fd is None:
+        yield Turn()
+        return
+    try:
+        turn = _acquire(fd, report)
+        _write_holder(fd, who or f"process {os.getpid()}")
+        _held.depth = 1
+        try:
+            yield turn
+        finally:
+            _held.depth = 0
+            _write_holder(fd, "")
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def waits_only(report: Report) -> Report:
+    """A report that passes on only a measurement's waiting for its turn, for callers with progress of their own."""
+
+    def passed(stage: str, fraction: float | None = None, message: str = "", **metrics: float) -> None:
+        if stage == WAIT_STAGE:
+            report(stage, fraction, message, **metrics)
+
+    return passed
+
+
+def _open_lock(path: str) -> int | None:
+    # creating may be refused where another user made the file in a sticky folder (fs.protected_regular);
+    # flock needs no write access, only naming the holder does
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDWR, os.O_RDONLY):
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            error = exc
+            continue
+        try:
+            os.fchmod(fd, 0o666)  # other users' services take turns too (only its owner may change it)
+        except OSError:
+            pass
+        return fd
+    log.warning("measuring without taking turns: cannot open %s (%s)", path, error)
+    return None
+
+
+def _acquire(fd: int, report: Report) -> Turn:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return Turn()
+    except BlockingIOError:
+        pass
+    started = last_report = time.monotonic()
+    holder = _holder(fd)
+    report(WAIT_STAGE, None, f"waiting for {holder}'s measurement to finish", waited_s=0.0)
+    while True:
+        time.sleep(TURN_POLL_S)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            pass
+        holder = _holder(fd) or holder
+        now = time.monotonic()
+        if now - last_report >= TURN_REPORT_S:
+            last_report = now
+            report(WAIT_STAGE, None, f"waiting for {holder}'s measurement to finish", waited_s=round(now - started, 1))
+    waited = time.monotonic() - started
+    report(WAIT_STAGE, None, f"waited {waited:.1f} s for {holder}'s measurement; measuring now", waited_s=round(waited, 2))
+    return Turn(waited, holder)
+
+
+def _holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def _write_holder(fd: int, who: str) -> None:
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, who.encode()[:200], 0)
+    except OSError:  # opened read-only: the turn is held all the same
+        pass
 
 
 def fed_samples(queue: ov.AsyncInferQueue) -> list[str]:

@@ -1,10 +1,10 @@
 """The one gRPC server bootstrap every Workbench service uses.
 
-    def register(server: grpc.Server) -> list[str]:
-        converter_pb2_grpc.add_ConverterServiceServicer_to_server(ConverterServicer(...), server)
-        return ["workbench.v1.ConverterService"]
+    registrar = registrar_for(ConverterServicer, converter_pb2_grpc.add_ConverterServiceServicer_to_server,
+                              "workbench.v1.ConverterService")
+    serve("converter", Settings.from_env(), registrar(settings))   # blocks until SIGTERM/SIGINT
 
-    serve("converter", Settings.from_env(), register)   # blocks until SIGTERM/SIGINT
+(`registrar(settings)` is the `register` callback: `register(server)` adds the service and names it.)
 
 It adds health (overall "" plus each registered service), reflection, keepalive, message size
 limits, error mapping, bearer-token auth when a token is set, and TLS when a cert is set.
@@ -18,18 +18,18 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Union
+from typing import Any, Callable, Iterable, Union
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptors import AuthInterceptor, ErrorInterceptor
+from services.common.object_store import ObjectStore
 from services.common.settings import Settings
 from services.common.slots import Slots
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -42,6 +42,27 @@ class Registration:
 
 
 Register = Callable[[grpc.Server], Union[Iterable[str], Registration]]
+
+
+def registrar_for(servicer: Callable[[Settings, ObjectStore], Any], add_to_server: Callable[[Any, grpc.Server], None],
+                  service_name: str, *, runs: Callable[[Any], Any] | None = None) -> Callable[[Settings], Register]:
+    """A service's `registrar(settings) -> register`, from what differs between services: its servicer (built as
+    `servicer(settings, store)`, with the object store the settings name, when a server is made), the generated
+    add_*_to_server function and its full service name. `runs(servicer)`, when given, is what the service runs
+    beside the server (the gateway's job runner): its start(health) once serving, its stop() once stopped."""
+
+    def registrar(settings: Settings) -> Register:
+        def register(server: grpc.Server) -> Registration:
+            made = servicer(settings, ObjectStore.from_settings(settings))
+            add_to_server(made, server)
+            if runs is None:
+                return Registration([service_name])
+            running = runs(made)
+            return Registration([service_name], on_start=running.start, on_stop=running.stop)
+
+        return register
+
+    return registrar
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

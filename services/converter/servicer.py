@@ -101,12 +101,3 @@ def _source_key(request: converter_pb2.ConvertModelRequest) -> str:
 
 def _event(p: common_pb2.Progress) -> converter_pb2.ConvertModelResponse:
     return converter_pb2.ConvertModelResponse(progress=p)
-
-
-def registrar(settings: Settings):
-    def register(server: grpc.Server) -> list[str]:
-        servicer = ConverterServicer(settings, ObjectStore.from_settings(settings))
-        converter_pb2_grpc.add_ConverterServiceServicer_to_server(servicer, server)
-        return [SERVICE_NAME]
-
-    return register

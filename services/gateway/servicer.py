@@ -14,7 +14,7 @@ import grpc
 from services.common.errors import Unavailable, WorkbenchError
 from services.common.interceptors import to_grpc_status
 from services.common.object_store import ObjectStore
-from services.common.server import NOT_SERVING, SERVING, HealthServicer, Registration
+from services.common.server import NOT_SERVING, SERVING, HealthServicer, registrar_for
 from services.common.settings import Settings
 from services.gateway.datasets import Datasets
 from services.gateway.figures import project_figures
@@ -248,12 +248,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.CancelJobResponse(job=self.gw.jobs.cancel(request.job_id))
 
 
-def registrar(settings: Settings):
-    """The `register` callback for services.common.server: build the gateway and add it to a server."""
-
-    def register(server: grpc.Server) -> Registration:
-        gateway = Gateway(settings, ObjectStore.from_settings(settings))
-        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(gateway), server)
-        return Registration([SERVICE_NAME], on_start=gateway.start, on_stop=gateway.stop)
-
-    return register
+# registrar(settings): the `register` callback for services.common.server, which builds the gateway, adds it to
+# the server and runs its jobs while the server serves
+registrar = registrar_for(lambda settings, store: GatewayServicer(Gateway(settings, store)),
+                          gateway_pb2_grpc.add_GatewayServiceServicer_to_server, SERVICE_NAME,
+                          runs=lambda servicer: servicer.gw)
