@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.converter.darknet import write_random_weights
+from services.reference_weights import write_random_weights
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"

@@ -22,11 +22,13 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from services import reference_models
+from services import reference_models, reference_weights
 from tests.opencv4 import opencv4_site
 from services.common.errors import InvalidArgument
-from services.converter import darknet
-from services.converter.darknet import convert_darknet, expected_weight_count, load_cfg, parse_cfg, write_weights
+from services.converter.darknet import convert_darknet, expected_weight_count, read_names
+from services.converter.darknet.cfg import load_cfg, parse_cfg
+from services.converter.darknet.network import BN_EPSILON
+from services.converter.darknet.weights import WeightStream, read_weights_header, write_weights
 from services.common.model_info import model_info_strings, read_model_info
 
 REPO = Path(__file__).resolve().parents[2]
@@ -416,7 +418,7 @@ def synthetic(tmp_path: Path, cfg_text: str, seed: int = 0, version=(0, 2, 0)) -
     cfg = tmp_path / "net.cfg"
     cfg.write_text(cfg_text)
     weights = tmp_path / "net.weights"
-    darknet.write_random_weights(cfg, weights, seed=seed, version=version)
+    reference_weights.write_random_weights(cfg, weights, seed=seed, version=version)
     return cfg, weights
 
 
@@ -468,20 +470,20 @@ def test_activations_opencv_lacks_match_numpy(tmp_path, activation):
     assert network.layers[6].op.activation == activation
     (blob,) = random_blobs(network, 1)
     with open(weights, "rb") as f:
-        darknet.read_weights_header(f, weights.stat().st_size)
-        stream = darknet._WeightStream(f)
+        read_weights_header(f, weights.stat().st_size)
+        stream = WeightStream(f)
 
         def convolve(i, conv, x):
             bias = stream.take(conv.filters, "")
             if conv.batch_normalize:
                 scales, mean, var = (stream.take(conv.filters, "") for _ in range(3))
             kernel = stream.take(conv.filters * (conv.in_channels // conv.groups) * conv.size ** 2, "")
-            y = darknet._conv_numpy(x, kernel.reshape(conv.filters, -1, conv.size, conv.size), conv)
+            y = reference_weights.conv_numpy(x, kernel.reshape(conv.filters, -1, conv.size, conv.size), conv)
             if conv.batch_normalize:
-                y = (y - mean[:, None, None]) * (scales / np.sqrt(var + darknet.BN_EPSILON))[:, None, None]
+                y = (y - mean[:, None, None]) * (scales / np.sqrt(var + BN_EPSILON))[:, None, None]
             return y + bias[:, None, None]
 
-        outputs = darknet._forward_numpy(network, blob[0], convolve)
+        outputs = reference_weights.forward_numpy(network, blob[0], convolve)
     expected = [{"blob": blob} | {head.output: outputs[head.layer - 1][None] for head in network.heads}]
     worst = compare(convert_darknet(cfg, weights), expected)
     assert worst < 1e-3
@@ -507,7 +509,7 @@ def test_header_width_follows_the_version(tmp_path, version, header):
     write_weights(weights, np.zeros(count, np.float32), version=version, seen=12345)
     assert weights.stat().st_size == header + 4 * count
     with open(weights, "rb") as f:
-        parsed = darknet.read_weights_header(f, weights.stat().st_size)
+        parsed = read_weights_header(f, weights.stat().st_size)
     assert (parsed.major, parsed.minor, parsed.revision, parsed.seen, parsed.size) == (*version, 12345, header)
     convert_darknet(cfg, weights)
 
@@ -517,7 +519,7 @@ def test_network_without_heads_outputs_its_last_layer(tmp_path):
     cfg.write_text("[net]\nwidth=16\nheight=16\n[convolutional]\nfilters=4\nsize=3\npad=1\nactivation=leaky\n"
                    "[maxpool]\nsize=2\nstride=2\n")
     weights = tmp_path / "net.weights"
-    darknet.write_random_weights(cfg, weights)
+    reference_weights.write_random_weights(cfg, weights)
     model = convert_darknet(cfg, weights, names=["unused"])
     assert [o.get_any_name() for o in model.outputs] == ["layer_1"]
     assert list(model.outputs[0].get_shape()) == [1, 4, 8, 8]
@@ -539,7 +541,7 @@ def test_model_info_survives_save_and_read(tmp_path):
     assert after == before
 
     assert strings["model_type"] == "YOLOv4" and after.architecture == "yolov4-tiny"
-    labels = darknet.read_names(files.names)
+    labels = read_names(files.names)
     assert len(labels) == 10 and after.labels == tuple(labels)
     assert strings["labels"] == " ".join(label.replace(" ", "_") for label in labels)
     # Model API's order: largest grid first; its YoloV4 default masks for tiny are the same
@@ -561,9 +563,9 @@ def test_model_info_survives_save_and_read(tmp_path):
 
 def test_model_info_keeps_label_names_with_spaces():
     network = load_cfg(reference_models.yolov4_generated().cfg, width=416, height=416)
-    labels = darknet.read_names(reference_models.yolov4_generated().names)
+    labels = read_names(reference_models.yolov4_generated().names)
     from services.common.model_info import parse_model_info
-    from services.converter.model_info import darknet_model_info
+    from services.converter.darknet.yolo_info import darknet_model_info
 
     strings = darknet_model_info(network, labels)
     assert "traffic_light" in strings["labels"].split()
@@ -609,7 +611,7 @@ def tiny(tmp_path: Path, text: str = TINY_CFG) -> tuple[Path, Path]:
     cfg = tmp_path / "tiny.cfg"
     cfg.write_text(text)
     weights = tmp_path / "tiny.weights"
-    darknet.write_random_weights(parse_cfg(TINY_CFG), weights)
+    reference_weights.write_random_weights(parse_cfg(TINY_CFG), weights)
     return cfg, weights
 
 

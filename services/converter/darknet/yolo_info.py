@@ -1,21 +1,21 @@
-"""model_info for Darknet YOLO networks: what the converter writes into the IR (see services.common.model_info)."""
+"""The decoding facts of a Darknet YOLO network's heads (anchors, masks, classes, scale_x_y, labels, input
+size), as the Model API ``model_info`` values the frontend writes into the IR.
+
+services.common.model_info holds the convention itself (keys, the writer, the typed reader every later
+step uses); this module only derives the values from a parsed network.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from services.common.errors import InvalidArgument
 from services.common.model_info import DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_IOU_THRESHOLD, _join, _num
-
-if TYPE_CHECKING:  # pragma: no cover
-    from services.converter.darknet import DarknetNetwork
+from services.converter.darknet.network import Conv, DarknetNetwork
 
 
 def guess_architecture(network: DarknetNetwork) -> str:
     """yolov2 for [region] heads; else yolov3/yolov4 (mish or scale_x_y mark v4), -tiny under three heads."""
-    from services.converter.darknet import Conv
-
     heads = network.heads
     if any(head.kind == "region" for head in heads):
         return "yolov2"
