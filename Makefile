@@ -9,10 +9,10 @@ PROTOS := $(wildcard protos/workbench/v1/*.proto)
 setup: $(VENV)/.installed node_modules/.installed
 
 # Re-installing regenerates the gRPC stubs whenever a contract changes.
-$(VENV)/.installed: pyproject.toml sdk/python/pyproject.toml sdk/python/setup.py $(PROTOS)
+$(VENV)/.installed: pyproject.toml sdk/python/pyproject.toml sdk/python/setup.py runtime/python/pyproject.toml $(PROTOS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ./sdk/python -e '.[test,local]'
+	$(PY) -m pip install -q -e ./sdk/python -e ./runtime/python -e '.[test,local]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -32,10 +32,10 @@ from bench.harness import emit, median  # noqa: E402
 from services import reference_models  # noqa: E402
 from services.accuracy.inference import evaluate, to_coco_results  # noqa: E402
 from services.common.measure import BenchConfig, benchmark, conditions  # noqa: E402
-from services.common.detection import Decoder  # noqa: E402
+from workbench_runtime.detection import Decoder  # noqa: E402
 from services.common.metrics import coco_metrics, compare_predictions, parent_agreement  # noqa: E402
-from services.common.model_info import read_model_info  # noqa: E402
-from services.common.preprocess import Preprocessing  # noqa: E402
+from workbench_runtime.model_info import read_model_info  # noqa: E402
+from workbench_runtime.preprocess import Preprocessing  # noqa: E402
 from services.converter.darknet import convert_darknet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import emit, seaweed, service_process  # noqa: E402
 from services.accuracy.inference import evaluate  # noqa: E402
 from services.common.measure import BenchConfig, benchmark  # noqa: E402
-from services.common.detection import Decoder  # noqa: E402
+from workbench_runtime.detection import Decoder  # noqa: E402
 from services.common.metrics import compare_predictions, parent_agreement  # noqa: E402
-from services.common.preprocess import Preprocessing  # noqa: E402
+from workbench_runtime.preprocess import Preprocessing  # noqa: E402
 from services.converter.darknet import convert_darknet  # noqa: E402
 from services.quantizer.calibrate import QuantizeConfig, quantize  # noqa: E402
 from services.quantizer.validation import split, validation_for  # noqa: E402

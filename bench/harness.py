@@ -117,7 +117,7 @@ def emit(figures: dict) -> None:
 
 @contextlib.contextmanager
 def local_stack() -> Iterator[tuple[LocalStack, WorkbenchClient]]:
-    """`workbench up` in a throwaway home on free ports: SeaweedFS and the five services as real processes."""
+    """`workbench-dev up` in a throwaway home on free ports: SeaweedFS and the five services as real processes."""
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as home:
         stack = LocalStack(Path(home), free_ports=True)
         try:

@@ -1,6 +1,6 @@
 """Control-plane load on the local stack while a quantization and a benchmark run.
 
-SeaweedFS and the five services run as real processes on loopback (a throwaway `workbench up`). After
+SeaweedFS and the five services run as real processes on loopback (a throwaway `workbench-dev up`). After
 importing yolov4-tiny and 16 vtest frames, one optimization and one benchmark start; then N clients, each
 with its own channel, make a fixed number of gateway calls each, cycling through create/get/list projects,
 list/get jobs and watching a finished job to its end. Reported: requests/s, p50/p99 latency, outcomes by

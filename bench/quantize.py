@@ -34,7 +34,7 @@ from services.common.measure import BenchConfig, benchmark  # noqa: E402
 from services.common.artifacts import StoredIR, download_ir, upload_ir  # noqa: E402
 from services.common.object_store import ObjectStore  # noqa: E402
 from services.common.pb import ref_from_pb, ref_to_pb  # noqa: E402
-from services.common.preprocess import Preprocessing  # noqa: E402
+from workbench_runtime.preprocess import Preprocessing  # noqa: E402
 from services.converter.darknet import convert_darknet  # noqa: E402
 from services.quantizer.calibrate import OVERFLOW, QuantizeConfig, overflow_choices  # noqa: E402
 from services.quantizer.validation import split  # noqa: E402

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.errors import FailedPrecondition, WorkbenchError
+from workbench_runtime.errors import FailedPrecondition, WorkbenchError
 from services.common.seaweed import SeaweedPorts, SeaweedServer
 from services.common.settings import DEFAULT_PORTS, SERVICE_NAMES
 

@@ -42,7 +42,7 @@ from typing import Callable, Iterator
 
 from services.accuracy.formats import FIELD, FORMATS, Item, Plan, RawBox, Tree, Warnings, read_plan
 from services.common.archives import ArchiveLimits, extract, is_archive
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.common.images import MAX_IMAGE_PIXELS, decode_image_bytes
 
 __all__ = ["DatasetLimits", "ImageEntry", "NormalizedDataset", "normalize_dataset", "FORMATS"]

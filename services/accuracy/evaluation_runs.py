@@ -19,14 +19,14 @@ import openvino as ov
 from services.accuracy.inference import evaluate, from_coco_results, to_coco_results
 from services.common.artifacts import StoredIR, download_ir
 from services.common.dataset_files import StoredDataset, download_images
-from services.common.detection import Decoder
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from workbench_runtime.detection import Decoder
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.labels import LabelMapping, model_labels_from_info, require_label_mapping
 from services.common.metrics import CocoMetrics, ComparisonTotals, coco_metrics, compare_predictions, \
     parent_agreement
-from services.common.model_info import model_info_strings
+from workbench_runtime.model_info import model_info_strings
 from services.common.object_store import ObjectRef, ObjectStore
-from services.common.preprocess import Preprocessing
+from workbench_runtime.preprocess import Preprocessing
 from services.common.progress import Report
 
 CONFIDENCE_FLOOR = 0.001  # predictions are stored down to here: mAP and agreement rank every box

@@ -33,11 +33,11 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
-from services.common.detection import Decoder, Detections
-from services.common.errors import FailedPrecondition, InvalidArgument
+from workbench_runtime.detection import Decoder, Detections
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.images import decode_image
 from services.common.labels import LabelMapping
-from services.common.preprocess import Preprocessing
+from workbench_runtime.preprocess import Preprocessing
 
 ImageId = Hashable
 Report = Callable[..., None]

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from services.common.dataset_files import ANNOTATIONS, MANIFEST
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.common.images import decode_image
 from services.common.object_store import ObjectRef, ObjectStore, validate_prefix
 

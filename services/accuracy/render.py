@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from services.common.detection import Detections
+from workbench_runtime.detection import Detections
 from services.common.images import decode_image
 
 MIN_SIDE, MAX_SIDE = 640, 1280

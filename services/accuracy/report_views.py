@@ -11,7 +11,7 @@ from services.accuracy.evaluation_runs import identity
 from services.accuracy.inference import annotations_as_detections, from_coco_results
 from services.accuracy.render import BLUE, GREEN, ORANGE, BoxSet, render_boxes
 from services.common.dataset_files import StoredDataset, download_images
-from services.common.errors import FailedPrecondition, NotFound
+from workbench_runtime.errors import FailedPrecondition, NotFound
 from services.common.labels import require_label_mapping
 from services.common.metrics import ClassComparison, ImageComparison, RowPage, query_rows
 from services.common.object_store import ObjectRef, ObjectStore

@@ -13,7 +13,7 @@ from services.accuracy.preview import store_preview
 from services.accuracy.publish import DatasetUpload, PublishedDataset, publish_dataset
 from services.accuracy.report_views import comparison_page, render_image
 from services.common.dataset_files import StoredDataset
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.common.metrics import RowPage
 from services.common.object_store import ObjectRef, ObjectStore, validate_prefix
 from services.common.pb import ir_from_pb, ref_from_pb, ref_to_pb

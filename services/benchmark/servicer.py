@@ -17,7 +17,7 @@ from services.common.dataset_files import StoredDataset, download_images, read_b
 from services.common.measure import BenchConfig, BenchResult, benchmark
 from services.common.object_store import ObjectStore
 from services.common.pb import ir_from_pb, ref_to_pb
-from services.common.preprocess import Preprocessing
+from workbench_runtime.preprocess import Preprocessing
 from services.common.progress import Report, run_reporting
 from services.common.provenance import dataset_inputs, model_inputs, provenance
 from services.common.settings import Settings

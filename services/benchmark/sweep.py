@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.common.measure import BenchConfig, BenchResult, benchmark, waits_only
 from services.common.progress import Report
 

@@ -8,7 +8,7 @@ import numpy as np
 import openvino as ov
 
 from services.common.artifacts import StoredIR
-from services.common.model_info import model_info_strings
+from workbench_runtime.model_info import model_info_strings
 from services.common.pb import ref_to_pb, struct_of
 from workbench.v1 import common_pb2
 

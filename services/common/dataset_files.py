@@ -9,7 +9,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from services.common.errors import FailedPrecondition
+from workbench_runtime.errors import FailedPrecondition
 from services.common.object_store import ObjectStore, validate_prefix
 
 MANIFEST, ANNOTATIONS = "manifest.json", "annotations.json"

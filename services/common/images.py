@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 
 MAX_IMAGE_PIXELS = 50_000_000
 # OpenCV's own guard (read once, at its first decode): our header check comes first; this backs it up.

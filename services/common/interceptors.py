@@ -1,6 +1,6 @@
 """Server interceptors (domain errors -> gRPC status, bearer-token auth) and the client-side token helper.
 
-Domain code raises services.common.errors.*; only this module knows how they look on the wire.
+Domain code raises workbench_runtime.errors.*; only this module knows how they look on the wire.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.common import errors
+from workbench_runtime import errors
 
 log = logging.getLogger(__name__)
 

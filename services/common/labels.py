@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from services.common.errors import FailedPrecondition
+from workbench_runtime.errors import FailedPrecondition
 
 # Darknet's data/coco.names, the order of every 80-class COCO detector's outputs
 COCO80_LABELS: tuple[str, ...] = (

@@ -28,7 +28,7 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.progress import Report
 
 log = logging.getLogger(__name__)

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.detection import Detections, iou_matrix
-from services.common.errors import InvalidArgument
+from workbench_runtime.detection import Detections, iou_matrix
+from workbench_runtime.errors import InvalidArgument
 
 ImageId = Hashable
 REC_THRESHOLDS = np.linspace(0.0, 1.00, 101)  # COCO's recThrs

@@ -13,7 +13,7 @@ Guarantees callers rely on:
     downloads stream in chunks.
   * Transient failures (connection refused/reset, timeouts, HTTP 5xx, SlowDown) are retried per
     HTTP request with exponential backoff, a few times; auth and not-found errors never are.
-  * Failures surface as services.common.errors classes with messages safe to show a client
+  * Failures surface as workbench_runtime.errors classes with messages safe to show a client
     (endpoint, bucket, key and S3 error code; never the credentials).
 
 A single PUT goes through the SDK's public put_object. Multipart uploads use its private
@@ -53,7 +53,7 @@ from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from services.common.errors import (
+from workbench_runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,

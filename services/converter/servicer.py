@@ -7,7 +7,7 @@ import openvino as ov
 
 from services.common.analysis import analysis_to_pb, artifact_to_pb
 from services.common.artifacts import content_key
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.common.object_store import ObjectStore
 from services.common.pb import ir_from_pb, ref_from_pb, struct_of
 from services.common.progress import run_reporting

@@ -5,7 +5,7 @@ convert_stored: uploaded files (object references by role) -> a temporary folder
 IR's analysis and model_info.
 
 No gRPC here: progress goes to a report(stage, fraction, message) callback, failures are
-services.common.errors exceptions.
+workbench_runtime.errors exceptions.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import openvino as ov
 
 from services.common.analysis import Analysis, analyze
 from services.common.artifacts import StoredIR, download_ir, upload_ir
-from services.common.model_info import model_info_strings
+from workbench_runtime.model_info import model_info_strings
 from services.common.object_store import ObjectRef, ObjectStore
 from services.common.progress import Report
 from services.converter.convert import ConvertOptions, ModelFiles, apply_options, load, refuse_code_formats, save

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.object_store import ObjectStore
 from services.gateway.jobs import JobContext, JobManager, now
 from services.gateway.projects import Catalog, validate_name

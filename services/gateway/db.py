@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from services.common.errors import Unavailable
+from workbench_runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

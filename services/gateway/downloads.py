@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.object_store import MiB, ObjectReader, ObjectStore, StorageUnavailable, validate_key
 from workbench.v1 import common_pb2
 

@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from sqlalchemy.engine import Connection
 
 from services.common import pb
-from services.common.errors import Cancelled, FailedPrecondition, Unavailable, Unimplemented, WorkbenchError
+from workbench_runtime.errors import Cancelled, FailedPrecondition, Unavailable, Unimplemented, WorkbenchError
 from services.common.interceptors import status_code_for
 from services.gateway import db as schema
 from services.gateway.db import Database

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import timedelta
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.object_store import ObjectStore
 from services.common.provenance import differences
 from services.gateway.jobs import JobContext, JobManager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.gateway.jobs import JobContext, JobManager, now
 from services.gateway.projects import Catalog, validate_name
 from services.gateway.records import derived_id

@@ -1,24 +1,27 @@
 """Deployment packages: a tar.gz with a project's IR, its model_info, a runnable inference script,
 pinned requirements and a README.
 
-The script reuses the services' own preprocessing and decoding (services/common/{preprocess,
-detection,model_info,errors}.py, shipped inside the archive), so the deployed model sees exactly
-the tensors it was calibrated and judged on.
+The script runs the services' own preprocessing and decoding: the workbench-runtime package, pinned
+in requirements.txt and shipped as a wheel inside the archive (made from the very code this gateway
+runs), so the deployed model sees exactly the tensors it was calibrated and judged on.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import tarfile
 import tempfile
+import zipfile
 from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
 
-import services.common as common
+import workbench_runtime
 from services.common.artifacts import download_ir
-from services.common.errors import FailedPrecondition
+from workbench_runtime.errors import FailedPrecondition
 from services.common.object_store import ObjectStore
 from services.common.pb import ir_from_pb
 from services.gateway import db as schema
@@ -29,8 +32,10 @@ from services.gateway.records import Records, derived_id
 from workbench.v1 import common_pb2, gateway_pb2
 
 DOWNLOAD_EXPIRY = timedelta(hours=1)
-RUNTIME_MODULES = ("__init__.py", "errors.py", "model_info.py", "preprocess.py", "detection.py")
+RUNTIME = "workbench-runtime"
 REQUIREMENTS = ("openvino", "numpy", "opencv-python-headless")
+# a fixed time for every file in the wheel: the same code makes the same wheel, byte for byte
+WHEEL_TIME = (2020, 1, 1, 0, 0, 0)
 KIND = common_pb2.JOB_KIND_EXPORT_PACKAGE
 
 INFER = '''"""Detect objects in an image with the packaged OpenVINO model: python infer.py IMAGE [--device CPU]"""
@@ -41,13 +46,11 @@ from pathlib import Path
 
 import cv2
 import openvino as ov
+from workbench_runtime.detection import Decoder
+from workbench_runtime.model_info import model_info_strings
+from workbench_runtime.preprocess import Preprocessing
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from services.common.detection import Decoder  # noqa: E402
-from services.common.model_info import model_info_strings  # noqa: E402
-from services.common.preprocess import Preprocessing  # noqa: E402
 
 
 def main() -> None:
@@ -83,6 +86,9 @@ An OpenVINO IR ({precision}) exported by Workbench from project {project_id}, wi
 
     python -m venv .venv && .venv/bin/pip install -r requirements.txt
     .venv/bin/python infer.py picture.jpg
+
+requirements.txt pins the versions the model was measured with, and `workbench-runtime` (the model's
+preprocessing and decoding) comes as the wheel in `wheels/`.
 
 `infer.py` prints one detection a line: label, score, x1 y1 x2 y2 in the picture's pixels. The model's
 preprocessing and decoding settings are in `model/model_info.json` (and inside `model/model.xml`).
@@ -134,21 +140,47 @@ class Packages:
 
 
 def build_archive(archive: Path, xml: Path, model_info: dict, name: str, project_id: str, precision: str) -> None:
-    runtime = Path(common.__file__).parent
+    wheel_name, wheel = runtime_wheel()
+    version = metadata.version(RUNTIME)
+    requirements = ["--find-links ./wheels", f"{RUNTIME}=={version}",
+                    *(f"{p}=={metadata.version(p)}" for p in REQUIREMENTS)]
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(xml, "model/model.xml")
         tar.add(xml.with_suffix(".bin"), "model/model.bin")
-        _add_text(tar, "model/model_info.json", json.dumps(model_info, indent=2))
-        _add_text(tar, "services/__init__.py", "")
-        for module in RUNTIME_MODULES:
-            tar.add(runtime / module, f"services/common/{module}")
-        _add_text(tar, "infer.py", INFER)
-        _add_text(tar, "requirements.txt", "".join(f"{p}=={metadata.version(p)}\n" for p in REQUIREMENTS))
-        _add_text(tar, "README.md", README.format(name=name, precision=precision, project_id=project_id))
+        _add_bytes(tar, "model/model_info.json", json.dumps(model_info, indent=2).encode())
+        _add_bytes(tar, f"wheels/{wheel_name}", wheel)
+        _add_bytes(tar, "infer.py", INFER.encode())
+        _add_bytes(tar, "requirements.txt", "".join(f"{line}\n" for line in requirements).encode())
+        _add_bytes(tar, "README.md", README.format(name=name, precision=precision, project_id=project_id).encode())
 
 
-def _add_text(tar: tarfile.TarFile, name: str, text: str) -> None:
-    data = text.encode()
+def runtime_wheel() -> tuple[str, bytes]:
+    """workbench-runtime as a pure-Python wheel (file name, bytes), made from the installed package the
+    gateway itself runs: the archive carries the code its figures were measured with, not a rebuild."""
+    version = metadata.version(RUNTIME)
+    root = Path(workbench_runtime.__file__).parent
+    files = {f"workbench_runtime/{path.name}": path.read_bytes() for path in sorted(root.glob("*.py"))}
+    dist_info = f"workbench_runtime-{version}.dist-info"
+    requires = "".join(f"Requires-Dist: {r}\n" for r in metadata.requires(RUNTIME) or ())
+    files[f"{dist_info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {RUNTIME}\nVersion: {version}\n"
+                                      f"{requires}").encode()
+    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: workbench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = "".join(f"{name},sha256={_urlsafe_digest(data)},{len(data)}\n" for name, data in files.items())
+    files[f"{dist_info}/RECORD"] = (record + f"{dist_info}/RECORD,,\n").encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, WHEEL_TIME)
+            info.external_attr, info.compress_type = 0o644 << 16, zipfile.ZIP_DEFLATED
+            wheel.writestr(info, data)
+    return f"workbench_runtime-{version}-py3-none-any.whl", out.getvalue()
+
+
+def _urlsafe_digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode = len(data), 0o644
     tar.addfile(info, io.BytesIO(data))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.gateway import db as schema
 from services.gateway.db import Database
 from services.gateway.jobs import JobManager, now

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from google.protobuf.message import Message
 from sqlalchemy.engine import Connection
 
-from services.common.errors import InvalidArgument, NotFound
+from workbench_runtime.errors import InvalidArgument, NotFound
 from services.gateway.db import Database
 
 M = TypeVar("M", bound=Message)

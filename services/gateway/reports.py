@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.common.errors import FailedPrecondition
+from workbench_runtime.errors import FailedPrecondition
 from services.common.object_store import ObjectStore
 from services.gateway import db as schema
 from services.gateway.db import Database

@@ -11,7 +11,7 @@ import threading
 
 import grpc
 
-from services.common.errors import Unavailable, WorkbenchError
+from workbench_runtime.errors import Unavailable, WorkbenchError
 from services.common.interceptors import to_grpc_status
 from services.common.object_store import ObjectStore
 from services.common.server import NOT_SERVING, SERVING, HealthServicer, registrar_for

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 
 import sqlalchemy as sa
 
-from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from services.common.object_store import ObjectStore
 from services.gateway import db as schema
 from services.gateway.db import Database

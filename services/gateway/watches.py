@@ -15,7 +15,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from services.common.errors import ResourceExhausted, Unavailable, WorkbenchError
+from workbench_runtime.errors import ResourceExhausted, Unavailable, WorkbenchError
 from services.gateway import db as schema
 from services.gateway.db import Database
 from workbench.v1 import common_pb2

@@ -11,8 +11,8 @@ import time
 import grpc
 
 from services.common.channels import channel
-from services.common import errors
-from services.common.errors import Cancelled
+from workbench_runtime import errors
+from workbench_runtime.errors import Cancelled
 from services.common.settings import Settings
 from services.gateway.jobs import JobContext, JobFailed
 

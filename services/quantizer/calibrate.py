@@ -1,7 +1,7 @@
 """INT8 post-training quantization with NNCF: the Default method with a measured automatic choice,
 and AccuracyAware started from the best Default configuration.
 
-The calibration tensors come from services.common.preprocess, the same preprocessing the model is
+The calibration tensors come from workbench_runtime.preprocess, the same preprocessing the model is
 evaluated with. `Validation` is how a candidate is judged: a metric (COCO mAP, or agreement with
 the parent's predictions) and a throughput measurement.
 """
@@ -18,7 +18,7 @@ import openvino as ov
 from nncf.parameters import DropType, ModelType, TargetDevice
 from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.progress import Report
 
 log = logging.getLogger(__name__)

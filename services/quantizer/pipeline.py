@@ -22,9 +22,9 @@ import openvino as ov
 from services.common.analysis import Analysis, analyze
 from services.common.artifacts import StoredIR, content_key, download_ir, upload_ir
 from services.common.dataset_files import StoredDataset, download_images, read_bgr
-from services.common.errors import FailedPrecondition
+from workbench_runtime.errors import FailedPrecondition
 from services.common.object_store import ObjectStore
-from services.common.preprocess import Preprocessing
+from workbench_runtime.preprocess import Preprocessing
 from services.common.progress import Report
 from services.quantizer.calibrate import Outcome, QuantizeConfig, quantize
 from services.quantizer.similarity import unlike_warning

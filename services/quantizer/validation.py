@@ -13,13 +13,13 @@ from typing import Mapping
 import numpy as np
 import openvino as ov
 
-from services.common.detection import Decoder, Detections
-from services.common.errors import FailedPrecondition
+from workbench_runtime.detection import Decoder, Detections
+from workbench_runtime.errors import FailedPrecondition
 from services.common.labels import map_labels, model_labels_from_info
 from services.common.measure import BenchConfig, benchmark, waits_only
 from services.common.metrics import coco_metrics, parent_agreement
-from services.common.model_info import model_info_strings
-from services.common.preprocess import Preprocessing
+from workbench_runtime.model_info import model_info_strings
+from workbench_runtime.preprocess import Preprocessing
 from services.common.progress import Report
 from services.quantizer.calibrate import Validation
 

@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from services.accuracy.dataset_import import DatasetLimits, NormalizedDataset, normalize_dataset
 from services.accuracy.preview import preview_size, render_preview
 from services.common import images as images_module
-from services.common.errors import FailedPrecondition, InvalidArgument
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.images import decode_image, read_image_header, sniff_image
 from services.common.labels import (COCO80_LABELS, COCO_CATEGORIES, coco80_to_91, coco91_to_80, label_key,
                                     map_labels, model_labels_from_info, require_label_mapping)

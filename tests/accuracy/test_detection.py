@@ -22,11 +22,11 @@ import openvino.opset13 as ops
 import pytest
 
 from services import reference_models
-from services.common.detection import (BoxesDecoder, DecodeSettings, DetectionOutputDecoder, Decoder, Detections,
+from workbench_runtime.detection import (BoxesDecoder, DecodeSettings, DetectionOutputDecoder, Decoder, Detections,
                                        YoloDecoder, iou_matrix, nms)
-from services.common.errors import FailedPrecondition
-from services.common.model_info import YoloOutput
-from services.common.preprocess import Preprocessing, Transform
+from workbench_runtime.errors import FailedPrecondition
+from workbench_runtime.model_info import YoloOutput
+from workbench_runtime.preprocess import Preprocessing, Transform
 from services.converter.darknet import convert_darknet
 from tests.opencv4 import run_opencv4
 

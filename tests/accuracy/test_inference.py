@@ -14,11 +14,11 @@ from services import reference_models
 from services.accuracy.inference import (annotations_as_detections, evaluate, from_coco_results, predictions_from_bytes,
                                         predictions_to_bytes, to_coco_results)
 from services.accuracy.render import BoxSet, render_boxes, render_comparison, render_predictions
-from services.common.detection import Decoder, Detections
-from services.common.errors import Cancelled, InvalidArgument
+from workbench_runtime.detection import Decoder, Detections
+from workbench_runtime.errors import Cancelled, InvalidArgument
 from services.common.labels import map_labels
 from services.common.metrics import coco_metrics
-from services.common.preprocess import Preprocessing
+from workbench_runtime.preprocess import Preprocessing
 from services.converter.darknet import convert_darknet
 
 REPO = Path(__file__).resolve().parents[2]

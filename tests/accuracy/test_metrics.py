@@ -8,8 +8,8 @@ import io
 import numpy as np
 import pytest
 
-from services.common.detection import Detections
-from services.common.errors import InvalidArgument
+from workbench_runtime.detection import Detections
+from workbench_runtime.errors import InvalidArgument
 from services.common.metrics import (ClassComparison, ImageComparison, average_precision, coco_metrics,
                                      compare_predictions, match_predictions, parent_agreement, query_rows)
 

@@ -11,7 +11,7 @@ import openvino as ov
 import pytest
 
 from services.benchmark.sweep import chart_png, sweep, sweet_spot
-from services.common.errors import FailedPrecondition, InvalidArgument
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.measure import BenchConfig, BenchResult, benchmark
 from services.converter.convert import ModelFiles, load
 from tests.small_models import small_classifier

@@ -19,7 +19,7 @@ import urllib3
 from minio import Minio
 from minio.datatypes import Part
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.common.object_store import (
     TMP_PREFIX,
     BucketNotFound,
@@ -466,7 +466,7 @@ def test_data_survives_a_seaweedfs_restart_on_the_same_state_dir(tmp_path):
     state = tmp_path / "sw"
     first = SeaweedServer.start(state, 0, "restart-key", "restart-secret", detached=True)
     try:
-        assert SeaweedServer.attach(state).pid == first.pid  # what `workbench down` finds later
+        assert SeaweedServer.attach(state).pid == first.pid  # what `workbench-dev down` finds later
         store = ObjectStore(first.endpoint, "restart-key", "restart-secret")
         store.ensure_bucket("persist")
         ref = store.put_bytes("persist", "projects/p1.json", b'{"id":"p1"}')

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from services.common import errors
+from workbench_runtime import errors
 from services.common.channels import channel
 from services.common.interceptors import STATUS_CODES, bearer_metadata
 from services.common.logs import configure_logging

@@ -11,7 +11,7 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 from services.common.analysis import analyze
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.converter.convert import (
     ConvertOptions, ModelFiles, apply_options, detect_framework, load, refuse_code_formats, save,
 )

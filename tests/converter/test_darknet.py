@@ -24,12 +24,12 @@ import pytest
 
 from services import reference_models, reference_weights
 from tests.opencv4 import opencv4_site
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.converter.darknet import convert_darknet, expected_weight_count, read_names
 from services.converter.darknet.cfg import load_cfg, parse_cfg
 from services.converter.darknet.network import BN_EPSILON
 from services.converter.darknet.weights import WeightStream, read_weights_header, write_weights
-from services.common.model_info import model_info_strings, read_model_info
+from workbench_runtime.model_info import model_info_strings, read_model_info
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "data" / "images"
@@ -564,7 +564,7 @@ def test_model_info_survives_save_and_read(tmp_path):
 def test_model_info_keeps_label_names_with_spaces():
     network = load_cfg(reference_models.yolov4_generated().cfg, width=416, height=416)
     labels = read_names(reference_models.yolov4_generated().names)
-    from services.common.model_info import parse_model_info
+    from workbench_runtime.model_info import parse_model_info
     from services.converter.darknet.yolo_info import darknet_model_info
 
     strings = darknet_model_info(network, labels)

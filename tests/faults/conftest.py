@@ -1,4 +1,4 @@
-"""The local stack as real processes on loopback (`workbench up` in a temporary home), and ways to hurt it."""
+"""The local stack as real processes on loopback (`workbench-dev up` in a temporary home), and ways to hurt it."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class Faults:
         server.stop(timeout=0)  # SIGKILL at once
 
     def restore(self) -> None:
-        """Start whatever is down (`workbench up`) and wait until everything is SERVING."""
+        """Start whatever is down (`workbench-dev up`) and wait until everything is SERVING."""
         up(self.stack)
 
     def objects(self) -> dict[str, int]:
@@ -65,7 +65,7 @@ SHORT_LEASE = {"WORKBENCH_JOB_LEASE_SECONDS": "3"}
 
 
 def up(stack: LocalStack, **env: str) -> None:
-    """`workbench up`, with the short lease and any other WORKBENCH_* settings in env."""
+    """`workbench-dev up`, with the short lease and any other WORKBENCH_* settings in env."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {**SHORT_LEASE, **env}.items():
             patch.setenv(name, value)

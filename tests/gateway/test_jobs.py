@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from services.common.errors import ResourceExhausted
+from workbench_runtime.errors import ResourceExhausted
 from services.gateway.db import Database
 from services.gateway.jobs import TERMINAL, JobContext, JobManager
 from services.gateway.watches import RETRY_S

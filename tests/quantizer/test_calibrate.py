@@ -10,8 +10,8 @@ import openvino as ov
 import pytest
 
 from services import reference_models
-from services.common.errors import InvalidArgument
-from services.common.preprocess import Preprocessing
+from workbench_runtime.errors import InvalidArgument
+from workbench_runtime.preprocess import Preprocessing
 from services.converter.convert import ModelFiles, load
 from services.converter.darknet import convert_darknet
 from services.quantizer import calibrate

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from services.accuracy.formats.common import FIELD, Item, Plan, RawBox, Reading, finite, is_id, join, parent
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 
 NAME = "COCO"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
 
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 
 FIELD = "sources"
 # files that describe a dataset rather than being its pictures

@@ -6,7 +6,7 @@ Categories are the folder names, sorted, numbered 1..N; images outside a class f
 from __future__ import annotations
 
 from services.accuracy.formats.common import FIELD, Item, Plan, Reading, parent
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.common.images import looks_like_image_name
 
 NAME = "IMAGENET"

@@ -13,7 +13,7 @@ import re
 import yaml
 
 from services.accuracy.formats.common import FIELD, Reading
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 
 YOLO_NAME_FILES = ("obj.names", "classes.names", "coco.names", "voc.names")
 YAML_SUFFIXES = (".yaml", ".yml")

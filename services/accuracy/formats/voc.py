@@ -15,7 +15,7 @@ from defusedxml import DefusedXmlException
 
 from services.accuracy.formats.common import FIELD, Item, Plan, RawBox, Reading, join, parent, stem
 from services.accuracy.formats.names import class_names
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.common.images import looks_like_image_name
 
 NAME = "VOC"

@@ -10,7 +10,7 @@ import math
 
 from services.accuracy.formats.common import FIELD, Item, Plan, RawBox, Reading, join, parent, stem
 from services.accuracy.formats.names import class_names
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 
 NAME = "YOLO"
 

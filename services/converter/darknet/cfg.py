@@ -5,7 +5,7 @@ groups/group_id), [shortcut], [maxpool] (Darknet's padding: size-1 in all, the s
 [upsample], [dropout] (identity at inference), and the heads [yolo] and [region]. Every reference, size
 and channel count is checked here, so a bad cfg fails naming its layer and line, never later in OpenVINO.
 
-Domain code: failures raise services.common.errors.InvalidArgument, never gRPC errors.
+Domain code: failures raise workbench_runtime.errors.InvalidArgument, never gRPC errors.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.converter.darknet.network import (
     ACTIVATIONS, Conv, DarknetNetwork, Head, Identity, Layer, MaxPool, Op, Route, Shape, Shortcut, Upsample,
 )

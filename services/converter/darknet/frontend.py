@@ -3,7 +3,7 @@
 The model carries the Model API ``model_info`` rt_info its heads imply (see yolo_info.py), so no later
 step needs configuration, and in ``conversion_parameters`` the framework and the weights file's version.
 
-Domain code: failures raise services.common.errors.InvalidArgument, never gRPC errors.
+Domain code: failures raise workbench_runtime.errors.InvalidArgument, never gRPC errors.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from services.common.errors import InvalidArgument
-from services.common.model_info import write_model_info
+from workbench_runtime.errors import InvalidArgument
+from workbench_runtime.model_info import write_model_info
 from services.converter.darknet.cfg import CfgSource, load_cfg
 from services.converter.darknet.graph import build_model
 from services.converter.darknet.weights import open_weights

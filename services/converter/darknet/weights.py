@@ -5,7 +5,7 @@ and minor < 1000, else as int32; then float32 values, for each [convolutional] i
 [scales, rolling_mean, rolling_var when batch_normalize=1], weights (O, I/groups, k, k). Weights are read
 one layer at a time from the file, so memory holds the built model and one layer.
 
-Domain code: failures raise services.common.errors.InvalidArgument, never gRPC errors.
+Domain code: failures raise workbench_runtime.errors.InvalidArgument, never gRPC errors.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 from services.converter.darknet.network import DarknetNetwork
 
 

@@ -1,7 +1,7 @@
 """The decoding facts of a Darknet YOLO network's heads (anchors, masks, classes, scale_x_y, labels, input
 size), as the Model API ``model_info`` values the frontend writes into the IR.
 
-services.common.model_info holds the convention itself (keys, the writer, the typed reader every later
+workbench_runtime.model_info holds the convention itself (keys, the writer, the typed reader every later
 step uses); this module only derives the values from a parsed network.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from services.common.errors import InvalidArgument
-from services.common.model_info import DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_IOU_THRESHOLD, _join, _num
+from workbench_runtime.errors import InvalidArgument
+from workbench_runtime.model_info import DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_IOU_THRESHOLD, _join, _num
 from services.converter.darknet.network import Conv, DarknetNetwork
 
 

@@ -2,7 +2,7 @@
 
 Every value is a string, lists space-separated, as the Model API writes and reads them
 (``model.set_rt_info(value, ["model_info", key])``), so they survive save_model/read_model.
-The converter writes it (services.converter.model_info for Darknet); every later step reads it here,
+The converter writes it (services.converter.darknet.yolo_info for Darknet); every later step reads it here,
 so preprocessing and decoding need no user configuration.
 
 Model API keys: model_type ("YOLOv4": Model API's YoloV4 wrapper, which serves YOLOv4 and yolov4-tiny alike
@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from services.common.errors import InvalidArgument
+from workbench_runtime.errors import InvalidArgument
 
 RT_INFO_ROOT = "model_info"
 DEFAULT_CONFIDENCE_THRESHOLD = 0.25  # Darknet's detector default

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from services.common.errors import FailedPrecondition
-from services.common.model_info import model_info_strings
+from workbench_runtime.errors import FailedPrecondition
+from workbench_runtime.model_info import model_info_strings
 
 RESIZE_TYPES = ("standard", "fit_to_window", "fit_to_window_letterbox")
 

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.model_info import (DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_IOU_THRESHOLD, YoloModelInfo,
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
+from workbench_runtime.model_info import (DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_IOU_THRESHOLD, YoloModelInfo,
                                         YoloOutput, model_info_strings, parse_model_info)
-from services.common.preprocess import Transform
+from workbench_runtime.preprocess import Transform
 
 DEFAULT_MAX_DETECTIONS = 100  # COCO's maxDets
 
