@@ -13,19 +13,8 @@ import pytest
 from services.benchmark.sweep import chart_png, sweep, sweet_spot
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.measure import BenchConfig, BenchResult, benchmark
-from services.converter.convert import ModelFiles, load
-from tests.small_models import small_classifier
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def model_xml(tmp_path):
-    small_classifier(tmp_path / "m.onnx")
-    model, _ = load("ONNX", ModelFiles(model=tmp_path / "m.onnx"), tmp_path)
-    xml = tmp_path / "m.xml"
-    ov.save_model(model, str(xml), compress_to_fp16=False)
-    return str(xml)
 
 
 def test_benchmark_reports_throughput_latency_and_conditions(model_xml):

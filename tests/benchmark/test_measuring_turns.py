@@ -18,9 +18,7 @@ import pytest
 
 from services.common import measure
 from services.common.measure import LOCK_NAME, BenchConfig, benchmark, measuring_turn
-from services.converter.convert import ModelFiles, load
 from services.quantizer.validation import candidate_fps
-from tests.small_models import small_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 WAITING = "waiting for the benchmark service's measurement to finish"
@@ -45,15 +43,6 @@ result = measure.benchmark(ov.Core().read_model(sys.argv[1]), measure.BenchConfi
                            who="the benchmark service")
 print("waited", result.conditions["waited_s"], flush=True)
 """
-
-
-@pytest.fixture
-def model_xml(tmp_path):
-    small_classifier(tmp_path / "m.onnx")
-    model, _ = load("ONNX", ModelFiles(model=tmp_path / "m.onnx"), tmp_path)
-    xml = tmp_path / "m.xml"
-    ov.save_model(model, str(xml), compress_to_fp16=False)
-    return str(xml)
 
 
 @pytest.fixture
