@@ -17,6 +17,7 @@ from pathlib import Path
 import openvino as ov
 
 from services.accuracy.inference import evaluate, from_coco_results, to_coco_results
+from services.common.tensor_cache import default_cache
 from services.common.artifacts import StoredIR, download_ir
 from services.common.dataset_files import StoredDataset, download_images
 from workbench_runtime.detection import Decoder
@@ -135,7 +136,8 @@ def _run(store: ObjectStore, job: EvaluationJob, work: Path, report: Report) -> 
         speed.update(metrics)
         report(stage, fraction, message, **metrics)
 
-    predictions = evaluate(model, paths, decoder, preprocessing, precision_hint=precision, report=note_speed)
+    predictions = evaluate(model, paths, decoder, preprocessing, precision_hint=precision, report=note_speed,
+                           cache=default_cache())
 
     prefix = job.prefix
     stored = store.put_bytes(job.bucket, prefix + PREDICTIONS, json.dumps(

@@ -35,8 +35,8 @@ import openvino.properties.hint as hints
 
 from workbench_runtime.detection import Decoder, Detections
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument
-from services.common.images import decode_image
 from services.common.labels import LabelMapping
+from services.common.tensor_cache import TensorCache, load_input
 from workbench_runtime.preprocess import Preprocessing
 
 ImageId = Hashable
@@ -53,13 +53,17 @@ def _no_report(*args, **kwargs) -> None:
 def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]], decoder: Decoder,
              preprocessing: Preprocessing, *, device: str = "CPU", precision_hint: str | None = None,
              report: Report = _no_report, core: ov.Core | None = None, properties: Mapping | None = None,
-             workers: int | None = None, window: int | None = None) -> dict[ImageId, Detections]:
+             workers: int | None = None, window: int | None = None,
+             cache: TensorCache | None = None) -> dict[ImageId, Detections]:
     """Detections of every (image_id, path), in original-image pixels clipped to the image.
 
     precision_hint: "f32", "bf16" or "f16" (INFERENCE_PRECISION_HINT); None leaves the device's default
     (bf16 on CPUs with AMX/avx512_bf16). properties: more compile properties. workers: reading threads
     (default: 2); window: images read ahead of inference (default: 2 per request, at least 4).
-    An unreadable image raises InvalidArgument naming it (field "dataset"). The last report's metrics:
+    cache: a services.common.tensor_cache.TensorCache: each picture is decoded and preprocessed once per
+    (content, preprocessing) and read back by later evaluations, bit-identical; None decodes every time.
+    The result lists the images in the order given (so stored predictions do not depend on which request
+    finished first). An unreadable image raises InvalidArgument naming it (field "dataset"). The last report's metrics:
     images_per_second and seconds (from the first image on), compile_seconds."""
     total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
     core = core or ov.Core()
@@ -99,13 +103,13 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
         results[image_id] = decoder(outputs, transform, size)
 
     def load(image_id: ImageId, path) -> tuple:
-        pixels = decode_image(Path(path), name=f"image {image_id} ({Path(path).name})", field="dataset")
-        tensor, transform = preprocessing(pixels)
-        return tensor[None], transform, (pixels.shape[1], pixels.shape[0])
+        tensor, transform, size = load_input(path, preprocessing, cache, name=f"image {image_id} ({Path(path).name})",
+                                             field="dataset")
+        return tensor[None], transform, size
 
     workers = workers or 2
     window = window or max(4, 2 * requests)
-    seen: set = set()
+    seen: dict = {}  # image ids in the order given: the order of the results
     pending: collections.deque[tuple[ImageId, Future]] = collections.deque()
     started = last_report = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evaluate-read")
@@ -121,7 +125,7 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
                     break
                 if image_id in seen:
                     raise InvalidArgument(f"image id {image_id!r} is listed twice", field="dataset")
-                seen.add(image_id)
+                seen[image_id] = None
                 pending.append((image_id, pool.submit(load, image_id, path)))
             if not pending:
                 break
@@ -149,7 +153,7 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
     elapsed = time.perf_counter() - started
     report(STAGE, 1.0, _progress(len(results), total), images_per_second=len(results) / max(elapsed, 1e-9),
            compile_seconds=compile_s, seconds=elapsed)
-    return results
+    return {image_id: results[image_id] for image_id in seen}  # in the images' order, not completion order
 
 
 def _progress(finished: int, total: int | None) -> str:

@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import openvino as ov
 
 from services.common.analysis import Analysis, analyze
@@ -28,7 +27,10 @@ from workbench_runtime.preprocess import Preprocessing
 from services.common.progress import Report
 from services.quantizer.calibrate import Outcome, QuantizeConfig, quantize
 from services.quantizer.similarity import unlike_warning
-from services.quantizer.validation import split, validation_for
+from services.quantizer.validation import model_input, split, validation_for
+from services.common.tensor_cache import TensorCache, default_cache
+
+READ_BGR = "read_bgr"  # the quantizer's decode (cv2.imread: EXIF orientation applied), a tensor-cache key part
 
 MAX_IMAGES = 1000  # of a dataset, in its manifest's order
 
@@ -63,16 +65,17 @@ def quantize_stored(store: ObjectStore, inputs: QuantizeInputs, report: Report) 
         if inputs.dataset is None:
             raise FailedPrecondition("quantization needs the project's dataset", field="dataset")
         annotations = inputs.dataset.annotations(store)
-        ids, images = _images(store, inputs.dataset, work_dir / "images", report)
+        cache = default_cache()
+        ids, images = _images(store, inputs.dataset, work_dir / "images", preprocess, cache, report)
         if inputs.calibration is not None:
-            _, calibration = _images(store, inputs.calibration, work_dir / "calibration", report)
+            _, calibration = _images(store, inputs.calibration, work_dir / "calibration", preprocess, cache, report)
             judged = list(zip(ids, images))
         else:
             calibration, judged = split(images, ids)
-        tensors = [preprocess(image)[0] for image in calibration]
+        tensors = [tensor for tensor, _, _ in calibration]
         validation = validation_for(model, judged, preprocess, annotations, report)
         outcome = quantize(model, tensors, inputs.config, validation, report)
-        unlike = unlike_warning(model, tensors, [preprocess(image)[0] for _, image in judged])
+        unlike = unlike_warning(model, tensors, [tensor for _, (tensor, _, _) in judged])
         if unlike:
             outcome.warnings.append(unlike)
         report("upload", 0.97, "storing the INT8 model")
@@ -90,11 +93,19 @@ def output_key(inputs: QuantizeInputs) -> str:
                        inputs.calibration.prefix if inputs.calibration else "", inputs.config_key, ov.get_version())
 
 
-def _images(store: ObjectStore, dataset: StoredDataset, into: Path, report: Report) -> tuple[list[int], list[np.ndarray]]:
+def _images(store: ObjectStore, dataset: StoredDataset, into: Path, preprocess: Preprocessing,
+            cache: TensorCache | None, report: Report) -> tuple[list[int], list[tuple]]:
+    """Ids and model inputs (tensor, transform, size) of a dataset's images, each decoded (read_bgr, as the
+    quantizer always has) and preprocessed once per content and preprocessing: through the tensor cache when
+    there is one, so a second quantization of the dataset (another preset, AccuracyAware) decodes nothing."""
     entries = dataset.manifest(store)["images"][:MAX_IMAGES]
     ids, images = [], []
     for i, (entry, path) in enumerate(download_images(store, dataset, entries, into)):
-        images.append(read_bgr(path))
+        if cache is None:
+            images.append(model_input(read_bgr(path), preprocess))
+        else:
+            images.append(cache.load(path.read_bytes(), preprocess, name=path.name, decode=lambda p=path: read_bgr(p),
+                                     decoder=READ_BGR))
         ids.append(entry["id"])
         if i % 20 == 0:
             report("download", 0.02 * i / len(entries), f"{i + 1} of {len(entries)} images")

@@ -19,7 +19,7 @@ from services.common.labels import map_labels, model_labels_from_info
 from services.common.measure import BenchConfig, benchmark, waits_only
 from services.common.metrics import coco_metrics, parent_agreement
 from workbench_runtime.model_info import model_info_strings
-from workbench_runtime.preprocess import Preprocessing
+from workbench_runtime.preprocess import Preprocessing, Transform
 from services.common.progress import Report
 from services.quantizer.calibrate import Validation
 
@@ -35,14 +35,25 @@ def split(images: list[np.ndarray], ids: list[int]) -> tuple[list[np.ndarray], l
     return images[0::2], list(zip(ids[1::2], images[1::2]))
 
 
-def validation_for(model: ov.Model, judged: list[tuple[int, np.ndarray]], preprocess: Preprocessing,
+def model_input(image: np.ndarray | tuple, preprocess: Preprocessing) -> tuple[np.ndarray, Transform, tuple[int, int]]:
+    """(tensor [3, H, W], transform, (width, height)) of a BGR picture, or the same triple made before
+    (services.common.tensor_cache: decoded and preprocessed once, then reused)."""
+    if isinstance(image, tuple):
+        return image
+    tensor, transform = preprocess(image)
+    return tensor, transform, (image.shape[1], image.shape[0])
+
+
+def validation_for(model: ov.Model, judged: list[tuple[int, np.ndarray | tuple]], preprocess: Preprocessing,
                    annotations: Mapping | None, report: Report) -> Validation | None:
-    """None when the model is no detector this service decodes (then candidates are not compared)."""
+    """None when the model is no detector this service decodes (then candidates are not compared).
+    judged: (image id, BGR picture or its model_input triple); every candidate's validation reads the same
+    inputs, made once."""
     try:
         decoder = Decoder.from_model(model, confidence_threshold=CONFIDENCE_FLOOR)
     except FailedPrecondition:
         return None
-    inputs = [(image_id, *preprocess(image), (image.shape[1], image.shape[0])) for image_id, image in judged]
+    inputs = [(image_id, *model_input(image, preprocess)) for image_id, image in judged]
 
     def predict(compiled: ov.CompiledModel) -> dict[int, Detections]:
         request, found = compiled.create_infer_request(), {}

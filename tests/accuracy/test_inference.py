@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -189,3 +190,30 @@ def test_predictions_round_trip_through_bytes():
     assert predictions_from_bytes(predictions_to_bytes({})) == {}
     with pytest.raises(InvalidArgument):
         predictions_from_bytes(b"not an npz")
+
+
+def test_evaluations_through_the_tensor_cache_are_bit_identical(tiny, tmp_path):
+    """Uncached, a first evaluation filling the cache and one reading it: the same predictions, byte for byte."""
+    from services.common.tensor_cache import TensorCache
+
+    images = [(i, p) for i, p in enumerate(PHOTOS + FRAMES[::8] + PHOTOS[:2], start=1)]  # repeats hit early
+    decoder = Decoder.from_model(tiny, confidence_threshold=0.001)
+    preprocessing = Preprocessing.from_model(tiny)
+    cache = TensorCache(tmp_path / "cache")
+    runs = [evaluate(tiny, images, decoder, preprocessing, precision_hint="f32", cache=c)
+            for c in (None, cache, cache, None)]
+    distinct = len(PHOTOS) + len(FRAMES[::8])
+    assert cache.misses + cache.hits == 2 * len(images) and distinct <= cache.misses <= len(images)
+    mapping = {k: k + 1 for k in range(len(LABELS))}
+    stored = [[(i, d.boxes.tobytes(), d.scores.tobytes(), d.labels.tobytes()) for i, d in r.items()] for r in runs]
+    results = [to_coco_results(r, mapping, decimals=None) for r in runs]
+    assert len({json.dumps(to_coco_results(r, mapping)) for r in runs}) == 1  # the stored predictions JSON
+    assert sum(len(d) for d in runs[0].values()) > 100
+    assert stored[1] == stored[0] and stored[2] == stored[0] and stored[3] == stored[0]
+    assert results[1] == results[0] and results[2] == results[0]
+    gt = {"images": [{"id": i, "width": 1, "height": 1} for i, _ in images],
+          "categories": [{"id": k + 1, "name": n} for k, n in enumerate(LABELS)],
+          "annotations": [dict(a, id=n + 1, area=a["bbox"][2] * a["bbox"][3], iscrowd=0)
+                          for n, a in enumerate(to_coco_results(runs[0], mapping, min_score=0.25))]}
+    metrics = [coco_metrics(gt, r) for r in results[:3]]
+    assert metrics[1] == metrics[0] and metrics[2] == metrics[0]
