@@ -50,7 +50,16 @@ class Steps:
         self.seconds[name] = round(time.perf_counter() - start, 2)
 
 
-def through_services(duration: float) -> dict[str, float]:
+def job_stages(job: common_pb2.Job) -> dict[str, float]:
+    """Where a job's time went, as the gateway reports it in its terminal progress (job_<stage>_s), and its
+    span in the catalog (submit to stored end)."""
+    stages = {k[4:-2]: round(v, 3) for k, v in job.progress.metrics.items() if k.startswith("job_") and k.endswith("_s")}
+    stages["submit_to_end"] = round((job.end_time.ToNanoseconds() - job.create_time.ToNanoseconds()) / 1e9, 3)
+    return stages
+
+
+def through_services(duration: float, jobs: dict[str, list[dict[str, float]]]) -> dict[str, float]:
+    """The flow's step times; jobs gets each step's jobs' stage timings."""
     files, steps = yolov4_tiny(), Steps()
     with seaweed() as (_, settings), contextlib.ExitStack() as stack:
         addresses = {}
@@ -59,19 +68,42 @@ def through_services(duration: float) -> dict[str, float]:
         settings = settings.__class__(**{**vars(settings), **{f"{k}_addr": v for k, v in addresses.items()}})
         _, gateway = stack.enter_context(service_process("gateway", settings))
         client = WorkbenchClient(gateway, timeout=120)
+        wait_job, current = client.wait_job, ["setup"]
+
+        def recording_wait(job_id, on_event=None):
+            marks: list[tuple[str, float]] = []  # (the worker's progress stage, when it began)
+
+            def seen(event: common_pb2.JobEvent) -> None:
+                if event.progress.stage and (not marks or marks[-1][0] != event.progress.stage):
+                    marks.append((event.progress.stage, event.time.ToNanoseconds() / 1e9))
+            job = wait_job(job_id, seen)
+            stages = job_stages(job)
+            ends = [t for _, t in marks[1:]] + [job.end_time.ToNanoseconds() / 1e9]
+            stages["progress_stages"] = {}
+            for (stage, begun), end in zip(marks, ends):
+                stages["progress_stages"][stage] = round(stages["progress_stages"].get(stage, 0.0) + end - begun, 3)
+            jobs.setdefault(current[0], []).append(stages)
+            return job
+
+        client.wait_job = recording_wait
         with steps.step("convert"):
+            current[0] = "convert"
             model = client.wait_job(client.import_darknet("tiny", files.cfg, files.weights, files.names).id)
         with steps.step("dataset"):
+            current[0] = "dataset"
             dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id)
         project = client.create_project("tiny", model_id=model.output.model_id, dataset_id=dataset.output.dataset_id)
         with steps.step("quantize"):
+            current[0] = "quantize"
             child = client.wait_job(client.optimize_project(project.id, quantizer_pb2.QuantizationConfig(
                 preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)).id).output.project_id
         with steps.step("benchmark"):
+            current[0] = "benchmark"
             for project_id in (project.id, child):
                 client.wait_job(client.benchmark_project(project_id, common_pb2.BenchmarkConfig(
                     duration_seconds=duration)).id)
         with steps.step("compare"):
+            current[0] = "compare"
             client.wait_job(client.evaluate_project(child).id)
     return steps.seconds
 
@@ -106,13 +138,19 @@ def direct(duration: float) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--services-only", action="store_true", help="profile the services side alone (no ratio)")
     args = parser.parse_args()
     yolov4_tiny()  # fetch the weights before timing
+    jobs: dict[str, list[dict[str, float]]] = {}
+    if args.services_only:
+        services_s = through_services(args.duration, jobs)
+        emit({"services_s": services_s, "service_jobs_s": jobs})
+        return
     direct_s = direct(args.duration)
-    services_s = through_services(args.duration)
+    services_s = through_services(args.duration, jobs)
     emit({
         "model": "yolov4-tiny (real weights), 80 vtest frames", "benchmark_duration_s": args.duration,
-        "services_s": services_s, "direct_s": direct_s,
+        "services_s": services_s, "direct_s": direct_s, "service_jobs_s": jobs,
         "services_total_s": round(sum(services_s.values()), 2), "direct_total_s": round(sum(direct_s.values()), 2),
         "services_over_direct": round(sum(services_s.values()) / sum(direct_s.values()), 3),
         "target": "services_over_direct <= 1.15",

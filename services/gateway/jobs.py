@@ -84,6 +84,18 @@ class JobContext:
         self._callbacks: list[Callable[[], None]] = []
         self._writes: list[Callable[[Connection], None]] = []
         self._stored_progress = (0.0, "", 0.0)  # when, at which stage and how far progress was last stored
+        # seconds this attempt spent per stage outside the handler's own work: shown in the terminal event's
+        # progress metrics as job_<stage>_s (see JobManager._finish)
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the time the block takes to the job's timing of stage."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
     @property
     def cancelled(self) -> bool:
@@ -113,20 +125,23 @@ class JobContext:
         self._stored_progress = (time.monotonic(), progress.stage, progress.fraction)
         event = self._manager._event(self.job)
         try:
-            self._manager._append(self, event)
+            with self.timed("records"):
+                self._manager._append(self, event)
         except Unavailable as exc:  # best effort: an outage must not end work the workers are still doing
             self.job.last_sequence -= 1  # the sequence goes to the next stored event: watchers see no gap
             log.warning("job %s: progress not stored (%s)", self.job.id, exc.message)
 
     def step(self, name: str, result_type: type[Message], run: Callable[[], Message]) -> Message:
         """run()'s result, stored; a resumed job gets the stored one instead of running it again."""
-        stored = self._manager._step(self.job.id, name)
+        with self.timed("records"):
+            stored = self._manager._step(self.job.id, name)
         if stored is not None:
             return result_type.FromString(stored)
         result = run()
         self.check_cancelled()
         try:
-            self._manager._save_step(self, name, result)
+            with self.timed("records"):
+                self._manager._save_step(self, name, result)
         except Unavailable as exc:  # only a shortcut for a resumed job: its loss costs a rerun, not the job
             log.warning("job %s: step %s not stored (%s)", self.job.id, name, exc.message)
         return result
@@ -135,7 +150,8 @@ class JobContext:
         """Mark the job as waiting for a free slot of service (None: no longer); returns how many jobs
         wait for it ahead of this one, on every gateway (None while the database is unreachable)."""
         try:
-            return self._manager._wait_for(self.job.id, service)
+            with self.timed("records"):
+                return self._manager._wait_for(self.job.id, service)
         except Unavailable as exc:
             log.warning("job %s: place in line unknown (%s)", self.job.id, exc.message)
             return None
@@ -216,8 +232,12 @@ class JobManager:
             if existing is None:
                 raise
             return existing
-        self._wake.set()
+        self._wake.set()  # within a caller's tx this may be before its commit: the caller calls wake() after it
         return job
+
+    def wake(self) -> None:
+        """Look for queued jobs now (a job was just committed): a job submitted here is claimed here at once."""
+        self._wake.set()
 
     def for_request(self, kind: int, request_id: str) -> common_pb2.Job | None:
         """The job an earlier create with this request_id started, so a retry does not start another."""
@@ -309,6 +329,7 @@ class JobManager:
     def _claim(self) -> tuple[JobContext, Handler, Message] | None:
         """Take the oldest queued job, or a running one whose gateway stopped renewing its lease."""
         jobs = schema.jobs.c
+        claim_start = time.perf_counter()
         with self.db.write() as tx:
             row = tx.execute(
                 sa.select(jobs.id, jobs.state, jobs.request, jobs.body, jobs.attempt, jobs.cancel_requested)
@@ -327,6 +348,9 @@ class JobManager:
                 job.progress.message = f"resumed (attempt {row.attempt + 1}): the gateway running it stopped"
             self._write_event(tx, job, self._event(job))
         ctx = JobContext(self, job)
+        ctx.timings["claim"] = time.perf_counter() - claim_start
+        if row.state == common_pb2.JOB_STATE_QUEUED:  # from its submit to this claim
+            ctx.timings["queued"] = max(0.0, (job.start_time.ToNanoseconds() - job.create_time.ToNanoseconds()) / 1e9)
         with self._lock:
             self._running[job.id] = ctx
         if row.cancel_requested:
@@ -340,7 +364,8 @@ class JobManager:
         job = ctx.job
         try:
             ctx.check_cancelled()
-            output = handler.run(ctx, request)
+            with ctx.timed("run"):
+                output = handler.run(ctx, request)
             ctx.check_cancelled()
             if output is not None:
                 job.output.CopyFrom(output)
@@ -375,6 +400,7 @@ class JobManager:
         job.state = state
         job.end_time.CopyFrom(now())
         writes = ctx._writes if state == common_pb2.JOB_STATE_SUCCEEDED else []
+        _add_timings(job, ctx.timings)
         wait, longest = FINAL_SAVE_BACKOFF_S
         while True:
             saved = common_pb2.Job()
@@ -480,6 +506,17 @@ class JobManager:
 
     def _notify(self) -> None:
         self.watches.notify()
+
+
+def _add_timings(job: common_pb2.Job, timings: dict[str, float]) -> None:
+    """Where this attempt's time went, into the progress metrics its terminal event carries: queued (submit to
+    claim), claim (the claiming transaction), run (the handler), worker (its worker calls, of which
+    worker_first_response is dialling and waiting for the first answer), records (its stored progress, steps and
+    places in line) and gateway (run less worker and records: the handler's own code and S3 calls)."""
+    stages = dict(timings)
+    if "run" in stages:
+        stages["gateway"] = max(0.0, stages["run"] - stages.get("worker", 0.0) - stages.get("records", 0.0))
+    job.progress.metrics.update({f"job_{name}_s": round(seconds, 4) for name, seconds in stages.items()})
 
 
 def _unknown_kind(ctx: JobContext, _request: Message) -> None:

@@ -23,6 +23,10 @@ from workbench.v1 import common_pb2, gateway_pb2
 PRESIGN_EXPIRY = timedelta(hours=1)
 _FILE_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,255}\Z")  # \Z: "$" would let a trailing newline through
 HASH_CHUNK = 8 * 1024 * 1024
+# a streamed upload up to this size is held in memory, hashed, and stored with one PUT straight to its key;
+# a larger one is staged by the store (PUT to a temporary key, COPY into place, DELETE: three round trips and
+# a server-side copy of its bytes). Either way its key is its own and no record names it before it is stored.
+BUFFERED_UPLOAD_BYTES = 32 * 1024 * 1024
 VERIFY = common_pb2.JOB_KIND_VERIFY_UPLOAD
 
 
@@ -100,7 +104,9 @@ class Uploads:
 
         with self.records.db.write() as tx:
             self.records.update(upload_id, "upload_id", verifying, tx)
-            return self.jobs.submit(VERIFY, gateway_pb2.CompleteUploadRequest(upload_id=upload_id), tx=tx)
+            job = self.jobs.submit(VERIFY, gateway_pb2.CompleteUploadRequest(upload_id=upload_id), tx=tx)
+        self.jobs.wake()  # committed now: this gateway claims it at once, not at its next look
+        return job
 
     def _verify(self, ctx: JobContext, request: gateway_pb2.CompleteUploadRequest) -> common_pb2.JobOutput:
         upload = self.get(request.upload_id)
@@ -145,7 +151,7 @@ class Uploads:
             return existing
         upload = gateway_pb2.Upload(id=self.records.new_id(), file_name=header.file_name, create_time=now(),
                                     request_id=header.request_id)
-        ref = self.store.put_stream(self.bucket, self.object_key(upload.id), _ChunkReader(requests, self.max_bytes))
+        ref = self._store_stream(self.object_key(upload.id), _ChunkReader(requests, self.max_bytes))
         if header.size and ref.size != header.size:
             self.store.delete(self.bucket, ref.key)
             raise InvalidArgument(f"received {ref.size} bytes but the header declared {header.size}", field="size")
@@ -156,6 +162,32 @@ class Uploads:
         if stored.id != upload.id:  # a retry of the same request won the race: its copy is the one kept
             self.store.delete(self.bucket, ref.key)
         return stored
+
+    def _store_stream(self, key: str, reader: "_ChunkReader"):
+        """Store what the client streams under key: hashed in memory and PUT once when it is small enough,
+        staged by the store otherwise."""
+        head = reader.read(BUFFERED_UPLOAD_BYTES + 1)
+        if len(head) <= BUFFERED_UPLOAD_BYTES:
+            return self.store.put_bytes(self.bucket, key, head)
+        return self.store.put_stream(self.bucket, key, _Prefixed(head, reader))
+
+
+class _Prefixed:
+    """A reader that gives head first, then the rest of reader."""
+
+    def __init__(self, head: bytes, reader: "_ChunkReader"):
+        self._head, self._reader = memoryview(head), reader
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head.nbytes:
+            if size < 0:
+                data = bytes(self._head) + self._reader.read()
+                self._head = memoryview(b"")
+                return data
+            data = bytes(self._head[:size])
+            self._head = self._head[size:]
+            return data
+        return self._reader.read(size)
 
 
 class _ChunkReader:

@@ -38,10 +38,11 @@ def follow(ctx: JobContext, service: str, method, request):
     ctx.on_cancel(lambda: current[0] is not None and current[0].cancel())
     waiting = False
     while True:
+        started = time.perf_counter()
         current[0] = call = method(request)
         result, answered = None, False
         try:
-            for response in call:
+            for response in _timed(ctx, started, call):
                 if waiting:
                     ctx.wait_for(None)
                     waiting = False
@@ -68,6 +69,29 @@ def follow(ctx: JobContext, service: str, method, request):
         if result is None:
             raise JobFailed(f"the {service} service ended without a result", service, grpc.StatusCode.INTERNAL)
         return result
+
+
+def _timed(ctx: JobContext, started: float, call):
+    """call's responses, adding to the job's timings the time spent waiting for them: for the first
+    (worker_first_response: dialling, the worker's queue and set-up) and in all (worker)."""
+    waited, first, responses = 0.0, True, iter(call)
+    try:
+        while True:
+            try:
+                response = next(responses)
+            except StopIteration:
+                return
+            finally:
+                now = time.perf_counter()
+                waited += now - started
+                if first:
+                    ctx.timings["worker_first_response"] = (ctx.timings.get("worker_first_response", 0.0)
+                                                            + now - started)
+                    first = False
+            yield response
+            started = time.perf_counter()
+    finally:
+        ctx.timings["worker"] = ctx.timings.get("worker", 0.0) + waited
 
 
 _PASSED_ON = {
