@@ -61,6 +61,10 @@ class Settings:
     max_watchers: int = 10_000
     # the web console: where it listens, the gateway it calls (as the SDK's WORKBENCH_ADDRESS), and the
     # CA it trusts when that gateway speaks TLS
+    # decoded, preprocessed images kept for the next evaluation (services/common/tensor_cache.py): a folder
+    # ("" = one in the system's temporary directory, "off" = no cache) and its size cap
+    tensor_cache_dir: str = ""
+    tensor_cache_bytes: int = 4 * 1024**3
     web_listen: str = "127.0.0.1:8080"
     address: str = "127.0.0.1:50051"
     gateway_tls_ca: str = ""

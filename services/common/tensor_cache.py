@@ -35,15 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from services.common.images import decode_image_bytes
+from services.common.settings import Settings
 from workbench_runtime.errors import InvalidArgument
 from workbench_runtime.preprocess import Preprocessing, Transform
 
 FORMAT = b"WBT1"
 _HEADER = struct.Struct("<4s3I4d2I")  # magic, tensor shape (C, H, W), transform, original (width, height)
-DEFAULT_MAX_BYTES = 4 * 1024**3
 DECODE_IMAGE = "decode_image"  # services.common.images.decode_image_bytes: the accuracy service's decode
-ENV_DIR = "WORKBENCH_TENSOR_CACHE_DIR"  # a directory; "off" (or "0", "none") disables the cache
-ENV_MAX_BYTES = "WORKBENCH_TENSOR_CACHE_BYTES"
 Loaded = tuple[np.ndarray, Transform, tuple[int, int]]  # [3, H, W] float32, transform, (width, height)
 
 
@@ -53,7 +51,7 @@ def preprocessing_key(preprocessing: Preprocessing) -> str:
 
 
 class TensorCache:
-    def __init__(self, root: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, root: str | os.PathLike, max_bytes: int = Settings.tensor_cache_bytes):
         self.root = Path(root)
         self.max_bytes = int(max_bytes)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -217,16 +215,12 @@ def default_cache(env: dict | None = None) -> TensorCache | None:
     directory; "off" disables), capped at WORKBENCH_TENSOR_CACHE_BYTES (default 4 GiB). None when disabled
     or when the directory cannot be made."""
     global _default
-    env = os.environ if env is None else env
-    where = env.get(ENV_DIR, "")
+    settings = Settings.from_env(env)  # WORKBENCH_TENSOR_CACHE_DIR, WORKBENCH_TENSOR_CACHE_BYTES
+    where = settings.tensor_cache_dir
     if where.strip().lower() in ("off", "0", "none", "false", "no"):
         return None
     root = Path(where) if where else Path(tempfile.gettempdir()) / f"workbench-tensor-cache-{os.getuid()}"
-    try:
-        max_bytes = int(env.get(ENV_MAX_BYTES, DEFAULT_MAX_BYTES))
-    except ValueError:
-        raise InvalidArgument(f"{ENV_MAX_BYTES}={env.get(ENV_MAX_BYTES)!r} is not a valid int",
-                              field="tensor_cache_bytes") from None
+    max_bytes = settings.tensor_cache_bytes
     with _default_lock:
         if _default is not None and _default.root == root and _default.max_bytes == max_bytes:
             return _default
