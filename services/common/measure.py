@@ -30,6 +30,7 @@ import openvino.properties.hint as hints
 
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.progress import Report
+from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 HINTS = {"throughput": hints.PerformanceMode.THROUGHPUT, "latency": hints.PerformanceMode.LATENCY}
@@ -274,7 +275,7 @@ class Turn:
 def lock_dir() -> str:
     """WORKBENCH_MEASURE_LOCK_DIR, else /dev/shm (a tmpfs every process of the machine sees), else the
     system's temporary folder."""
-    configured = os.environ.get(LOCK_DIR_ENV, "")
+    configured = Settings.from_env().measure_lock_dir
     if configured:
         return configured
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):

@@ -65,6 +65,8 @@ class Settings:
     # ("" = one in the system's temporary directory, "off" = no cache) and its size cap
     tensor_cache_dir: str = ""
     tensor_cache_bytes: int = 4 * 1024**3
+    # where measurements on one machine take turns (services/common/measure.py); "" = /dev/shm or the temp dir
+    measure_lock_dir: str = ""
     web_listen: str = "127.0.0.1:8080"
     address: str = "127.0.0.1:50051"
     gateway_tls_ca: str = ""
