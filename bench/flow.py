@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -24,7 +23,7 @@ import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import emit, seaweed, service_process  # noqa: E402
+from bench.harness import Steps, emit, seaweed, service_process  # noqa: E402
 from services.accuracy.inference import evaluate  # noqa: E402
 from services.common.measure import BenchConfig, benchmark  # noqa: E402
 from services.common.tensor_cache import TensorCache  # noqa: E402
@@ -39,17 +38,6 @@ from workbench.client import WorkbenchClient  # noqa: E402
 from workbench.v1 import common_pb2, quantizer_pb2  # noqa: E402
 
 FRAMES = sorted((DATA / "vtest").glob("*.jpg"))
-
-
-class Steps:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def step(self, name: str):
-        start = time.perf_counter()
-        yield
-        self.seconds[name] = round(time.perf_counter() - start, 2)
 
 
 def job_stages(job: common_pb2.Job) -> dict[str, float]:

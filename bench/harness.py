@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -34,6 +34,21 @@ from workbench.v1 import gateway_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+class Steps:
+    """Wall time of named steps: `with steps.step("convert"): ...`; say(line) hears each as it ends."""
+
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
+        self.seconds: dict[str, float] = {}
+        self.say = say
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+        if self.say:
+            self.say(f"{name}: {self.seconds[name]:.1f} s")
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import REPO, emit, free_port, seaweed, service_process  # noqa: E402
+from bench.harness import REPO, Steps, emit, free_port, seaweed, service_process  # noqa: E402
 from services.reference_models import DATA, yolov4_tiny  # noqa: E402
 from services.web import pages  # noqa: E402
 from workbench.client import WorkbenchClient  # noqa: E402
@@ -63,18 +63,6 @@ REPORT_QUERY = dict(order_by="-a", differences="1")
 
 def log(message: str) -> None:
     print(f"[bench/web] {message}", file=sys.stderr, flush=True)
-
-
-class Steps:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def step(self, name: str):
-        start = time.perf_counter()
-        yield
-        self.seconds[name] = round(time.perf_counter() - start, 2)
-        log(f"{name}: {self.seconds[name]:.1f} s")
 
 
 # -- set-up ------------------------------------------------------------------------------------------
@@ -261,7 +249,7 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=64, help="calibration images")
     args = parser.parse_args()
     started = time.perf_counter()
-    steps = Steps()
+    steps = Steps(log)
     yolov4_tiny()  # fetch the weights before timing
     with seaweed() as (_, settings), contextlib.ExitStack() as stack, \
             tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:

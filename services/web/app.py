@@ -278,11 +278,10 @@ def create_app(client: WorkbenchClient) -> Starlette:
     # -- errors: a readable status and message, never a stack trace -----------------------------
 
     async def gateway_error(request: Request, error: WorkbenchError):
-        if error.code == grpc.StatusCode.UNAUTHENTICATED and request.method == "GET":
-            if security.gateway_token(request) or not _wants_html(request):
-                pass  # a stale token: say so below instead of looping through the sign-in page
-            else:
-                return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        # no token yet: a person's page asks for it; a stale token (or a script) gets the status, not a loop
+        if (error.code == grpc.StatusCode.UNAUTHENTICATED and request.method == "GET"
+                and not security.gateway_token(request) and _wants_html(request)):
+            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
         status = HTTP_STATUS.get(error.code, 502)
         return _problem(request, status, error.code.name, present.error_text(error))
 

@@ -4,6 +4,7 @@ import pytest
 
 from services.common.server import ServiceServer
 from services.common.settings import Settings
+from services.gateway.db import Database
 from services.gateway.servicer import registrar
 from tests.conftest import new_database_url
 from workbench.client import WorkbenchClient
@@ -34,3 +35,12 @@ def gateway(gateway_settings):
     yield client
     client.close()
     server.shutdown(grace=1)
+
+
+@pytest.fixture
+def database(database_url):
+    """This test's catalog, migrated."""
+    db = Database(database_url)
+    db.migrate()
+    yield db
+    db.dispose()

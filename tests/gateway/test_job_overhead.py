@@ -10,7 +10,6 @@ import pytest
 
 from services.gateway import jobs as jobs_module
 from services.gateway import uploads as uploads_module
-from services.gateway.db import Database
 from services.gateway.jobs import TERMINAL, JobContext, JobManager
 from services.gateway.uploads import Uploads, _ChunkReader
 from services.gateway.workers import follow
@@ -18,14 +17,6 @@ from workbench.v1 import common_pb2, converter_pb2, gateway_pb2
 
 KIND = common_pb2.JOB_KIND_BENCHMARK
 REQUEST = gateway_pb2.BenchmarkProjectRequest
-
-
-@pytest.fixture
-def database(database_url):
-    db = Database(database_url)
-    db.migrate()
-    yield db
-    db.dispose()
 
 
 def _last(manager: JobManager, job_id: str) -> common_pb2.JobEvent:

@@ -9,7 +9,6 @@ import time
 import pytest
 
 from workbench_runtime.errors import ResourceExhausted
-from services.gateway.db import Database
 from services.gateway.jobs import TERMINAL, JobContext, JobManager
 from services.gateway.watches import RETRY_S
 from services.gateway.projects import Catalog
@@ -18,14 +17,6 @@ from workbench.v1 import common_pb2, gateway_pb2
 
 KIND = common_pb2.JOB_KIND_BENCHMARK
 REQUEST = gateway_pb2.BenchmarkProjectRequest
-
-
-@pytest.fixture
-def database(database_url):
-    db = Database(database_url)
-    db.migrate()
-    yield db
-    db.dispose()
 
 
 @pytest.fixture
