@@ -1,6 +1,6 @@
 """A detector over a set of images: per-image Detections, and their COCO results JSON form.
 
-`evaluate` keeps the runtime busy: an AsyncInferQueue of the device's optimal number of requests
+`evaluate` keeps the runtime busy: an AsyncInferQueue of twice the device's optimal number of requests
 (THROUGHPUT hint), a small thread pool reading and preprocessing the next images while the current
 ones infer (at most `window` images ahead, so memory stays bounded on any dataset size). A request's
 outputs are decoded in the calling thread when the request comes back idle, before it takes the next
@@ -86,7 +86,9 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
         raise FailedPrecondition(f"the decoder reads outputs {missing} the model does not have", field="model")
     ports = [compiled.output(name) for name in decoder.output_names]
     compile_s = time.perf_counter() - compile_started
-    requests = int(compiled.get_property(props.optimal_number_of_infer_requests))
+    # twice the runtime's optimal number: while this thread decodes one stream's finished request, that
+    # stream already runs the next one queued behind it (with one request per stream it would sit idle)
+    requests = 2 * int(compiled.get_property(props.optimal_number_of_infer_requests))
     queue = ov.AsyncInferQueue(compiled, requests)
 
     results: dict[ImageId, Detections] = {}
