@@ -10,6 +10,8 @@ import grpc
 from services.common.interceptors import BearerTokenInterceptor
 from services.common.server import transport_options
 from services.common.settings import Settings
+from services.common.telemetry import tracing
+from services.common.telemetry.rpc import TracingClientInterceptor
 
 
 # Every call: retried while the worker is unreachable (a restarting pod), but never once it has answered
@@ -43,7 +45,8 @@ def channel(addr: str, settings: Settings, token: str | None = None) -> grpc.Cha
 
     With TLS, settings.tls_cert/tls_key (when set) are presented as the client certificate, so
     the gateway can reach workers that require mutual TLS. A token adds a bearer header to
-    every call (the gateway passes settings.internal_token when dialing workers).
+    every call (the gateway passes settings.internal_token when dialing workers). With tracing on (configured
+    before the channel is made), every call carries the caller's trace context.
     """
     options = channel_options(settings)
     if settings.tls_ca:
@@ -53,4 +56,7 @@ def channel(addr: str, settings: Settings, token: str | None = None) -> grpc.Cha
         ch = grpc.secure_channel(addr, credentials, options)
     else:
         ch = grpc.insecure_channel(addr, options)
-    return grpc.intercept_channel(ch, BearerTokenInterceptor(token)) if token else ch
+    interceptors = [BearerTokenInterceptor(token)] if token else []
+    if tracing.tracer() is not None:  # decided once, here: with tracing off, calls pay nothing for it
+        interceptors.append(TracingClientInterceptor())
+    return grpc.intercept_channel(ch, *interceptors) if interceptors else ch

@@ -1,23 +1,39 @@
 """Logging setup shared by every service: JSON lines (or plain text) on stderr, secrets scrubbed.
 
 Use `log.info("job started", extra={"job_id": job.id})`; extra fields become JSON keys
-(or `key=value` pairs in text mode).
+(or `key=value` pairs in text mode). Lines written inside a trace carry its `trace_id`, and lines written
+while a job runs (`with job_scope(job.id):`) its `job_id`, without the caller passing them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
 from datetime import datetime, timezone
+from typing import Iterator
 
 from services.common.settings import Settings
+from services.common.telemetry.tracing import current_trace_id
 
 REDACTED = "[REDACTED]"
 # extra-field names whose values are never written, whatever they hold
 _SECRET_KEY_PARTS = ("token", "secret", "password", "authorization", "credential")
 # attributes every LogRecord has; anything else on a record came from `extra=`
 _RECORD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_JOB_ID: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
+
+
+@contextlib.contextmanager
+def job_scope(job_id: str) -> Iterator[None]:
+    """Log lines written in the block (in this thread) carry job_id."""
+    token = _JOB_ID.set(job_id)
+    try:
+        yield
+    finally:
+        _JOB_ID.reset(token)
 
 
 class _Formatter(logging.Formatter):
@@ -33,6 +49,9 @@ class _Formatter(logging.Formatter):
             for key, value in vars(record).items()
             if key not in _RECORD_ATTRS and not key.startswith("_")
         }
+        for key, value in (("trace_id", current_trace_id()), ("job_id", _JOB_ID.get())):
+            if value:
+                extras.setdefault(key, value)
         ts = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
         msg = record.getMessage()
         exc = self.formatException(record.exc_info) if record.exc_info else None

@@ -32,11 +32,13 @@ quadratic on streams that return small reads unless fed whole parts.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import io
 import json
 import os
 import re
+import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import certifi
 import urllib3
@@ -53,6 +56,7 @@ from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 
+from services.common.telemetry import metrics, tracing
 from workbench_runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -237,7 +241,7 @@ class ObjectStore:
         tls: dict[str, Any] = {}
         if secure:
             tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file or os.environ.get("SSL_CERT_FILE") or certifi.where()}
-        self._http = urllib3.PoolManager(
+        self._http = _MeteredPool(
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             maxsize=max_connections,
             retries=retry,
@@ -554,7 +558,9 @@ class ObjectStore:
         try:
             number, data = 1, first
             while True:
-                fut = pool.submit(self._client._upload_part, bucket, key, data, None, upload_id, number)
+                # in the caller's context: the part's S3 span belongs to the caller's trace
+                fut = pool.submit(contextvars.copy_context().run, self._client._upload_part, bucket, key, data, None,
+                                  upload_id, number)
                 inflight[fut] = number
                 data = b""  # drop our reference: the worker owns the part now
                 if len(inflight) >= self.parallel_uploads:
@@ -750,6 +756,60 @@ class _HashingReader:
         if self._expected is not None and self._expected != self.hexdigest():
             raise ChecksumMismatch(f"uploaded data has sha256 {self.hexdigest()}, but {self._expected} was declared",
                                    field="sha256", reason="CHECKSUM_MISMATCH")
+
+
+class _MeteredPool(urllib3.PoolManager):
+    """The SDK's HTTP client: every S3 request it sends is timed by operation (metrics) and, inside a
+    trace, is a span of it. The time is to the response's headers: a download's body streams after."""
+
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any):
+        operation = s3_operation(method, url, kw.get("headers"))
+        span = tracing.child_span(f"S3 {operation}", **{"rpc.system": "aws-api", "rpc.service": "S3",
+                                                        "rpc.method": operation})
+        start, status = time.perf_counter(), None
+        try:
+            response = super().urlopen(method, url, redirect, **kw)
+            status = response.status
+            return response
+        finally:
+            metrics.s3_request(operation, status, time.perf_counter() - start)
+            if span is not None:
+                span.set_attribute("http.response.status_code", status or 0)
+                span.end()
+
+
+def s3_operation(method: str, url: str, headers: Any = None) -> str:
+    """The S3 API operation an SDK request performs (PutObject, UploadPart, ListObjectsV2...), from its method,
+    path and query: a label with a handful of values, whatever the keys."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    has_key = "/" in parts.path.strip("/")
+    copy = bool(headers) and any(h.lower() == "x-amz-copy-source" for h in headers)
+    if method == "GET":
+        if "uploadId" in query:
+            return "ListParts"
+        if "location" in query:
+            return "GetBucketLocation"
+        return "GetObject" if has_key else "ListObjectsV2"
+    if method == "HEAD":
+        return "HeadObject" if has_key else "HeadBucket"
+    if method == "PUT":
+        if "partNumber" in query:
+            return "UploadPartCopy" if copy else "UploadPart"
+        if not has_key:
+            return "CreateBucket"
+        return "CopyObject" if copy else "PutObject"
+    if method == "POST":
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+        return "DeleteObjects" if "delete" in query else "Post"
+    if method == "DELETE":
+        if "uploadId" in query:
+            return "AbortMultipartUpload"
+        return "DeleteObject" if has_key else "DeleteBucket"
+    return method
 
 
 def _hash_file(path: Path) -> str:

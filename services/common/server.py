@@ -28,6 +28,8 @@ from services.common.interceptors import AuthInterceptor, ErrorInterceptor
 from services.common.object_store import ObjectStore
 from services.common.settings import Settings
 from services.common.slots import Slots
+from services.common.telemetry import metrics
+from services.common.telemetry.rpc import TelemetryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +180,9 @@ class ServiceServer:
         self.service_name, self.settings = service_name, settings
         if token is None:
             token = settings.auth_token if service_name == "gateway" else settings.internal_token
-        interceptors: list[grpc.ServerInterceptor] = [AuthInterceptor(token)] if token else []
+        # telemetry first: it sees every RPC, those auth refuses too, and the status errors are mapped to
+        telemetry = TelemetryInterceptor()
+        interceptors: list[grpc.ServerInterceptor] = [telemetry, *([AuthInterceptor(token)] if token else [])]
         interceptors.append(ErrorInterceptor())
         # a worker with slots refuses long calls beyond them, so the gateway takes them to another replica
         self.slots = Slots(service_name, settings.slots) if settings.slots and service_name != "gateway" else None
@@ -194,12 +198,14 @@ class ServiceServer:
             registered = Registration(list(registered))
         self.registration = registered
         self.service_names = list(registered.services)
+        telemetry.services.update(self.service_names)
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         for name in ["", *self.service_names]:
             self.health.set(name, SERVING)
         reflection.enable_server_reflection([*self.service_names, HEALTH_SERVICE, reflection.SERVICE_NAME], self.server)
         self.port: int | None = None
+        self.metrics: metrics.MetricsServer | None = None  # Prometheus' endpoint, when settings.metrics_listen
         self._stopping = threading.Lock()
 
     @property
@@ -221,11 +227,13 @@ class ServiceServer:
         if not self.port:
             raise OSError(f"cannot listen on {listen}")
         self.server.start()
+        self.metrics = metrics.serve(self.settings.metrics_listen)
         if self.registration.on_start:
             self.registration.on_start(self.health)
         log.info("%s serving on %s", self.service_name, self.address,
                  extra={"address": self.address, "port": self.port, "tls": credentials is not None,
-                        "mutual_tls": bool(self.settings.tls_client_ca), "services": self.service_names})
+                        "mutual_tls": bool(self.settings.tls_client_ca), "services": self.service_names,
+                        "metrics": self.metrics.address if self.metrics else ""})
         return self.port
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -240,6 +248,8 @@ class ServiceServer:
         self.server.stop(grace).wait()
         if self.registration.on_stop:
             self.registration.on_stop()
+        if self.metrics:
+            self.metrics.stop()
         log.info("%s stopped", self.service_name)
 
     stop = shutdown

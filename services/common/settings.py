@@ -45,6 +45,8 @@ class Settings:
     keepalive_seconds: float = 30.0
     log_level: str = "INFO"
     log_format: str = "json"  # json | text
+    # where Prometheus scrapes this service's /metrics ("0.0.0.0:9090"; port 0 picks a free one); "" = off
+    metrics_listen: str = ""
     # largest upload the gateway accepts, in bytes
     max_upload_bytes: int = 8 * 1024 * 1024 * 1024
     # a worker's long calls (conversions, calibrations, measurements, evaluations) at once; past them a

@@ -14,6 +14,7 @@ import grpc
 
 from workbench_runtime import errors
 from services.common.interceptors import rebuild_handler, to_grpc_status
+from services.common.telemetry import metrics
 
 RETRY_S = 0.5
 LIMITED_PREFIX = "/workbench.v1."  # health and reflection streams are never limited
@@ -25,6 +26,7 @@ class Slots(grpc.ServerInterceptor):
         self._free = threading.BoundedSemaphore(count)
         self._lock = threading.Lock()
         self.busy = self.peak = self.served = 0  # for tests and operators: what the replica has done
+        metrics.slots(service_name, self.busy, count)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -53,3 +55,4 @@ class Slots(grpc.ServerInterceptor):
             if change > 0:
                 self.served += 1
                 self.peak = max(self.peak, self.busy)
+            metrics.slots(self.service_name, self.busy, self.count)

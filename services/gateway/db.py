@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from services.common.telemetry import metrics
 from workbench_runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ jobs = _record(
     sa.Column("last_sequence", sa.Integer, nullable=False, server_default="0"),
     # the worker service whose free slot the job waits for, if any (migration 0002)
     sa.Column("waiting_for", sa.String(32)),
+    # the W3C traceparent of the request that submitted it, which its run continues (migration 0003)
+    sa.Column("traceparent", sa.String(64)),
     sa.UniqueConstraint("kind", "request_id", name="uq_jobs_kind_request_id"),
     indexes=(("state", "id"), ("project_id", "id"), ("waiting_for", "id")))
 job_events = sa.Table(
@@ -99,6 +102,7 @@ class Database:
             self.engine = sa.create_engine(
                 self.url, pool_size=8, max_overflow=24, pool_pre_ping=True, pool_recycle=1800,
                 connect_args={"connect_timeout": 5})
+        metrics.time_statements(self.engine)
         # SQLite has one writer at a time: this process's writers queue here rather than spin on busy_timeout
         self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
 
@@ -133,7 +137,8 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        with _unavailable_on_outage(), self.engine.connect() as connection, connection.begin():
+        with metrics.db_transaction("read"), _unavailable_on_outage(), self.engine.connect() as connection, \
+                connection.begin():
             yield connection
 
     @contextlib.contextmanager
@@ -143,7 +148,8 @@ class Database:
         SQLite takes the write lock at BEGIN (IMMEDIATE), so two read-modify-writes never interleave;
         PostgreSQL callers lock the rows they change with SELECT ... FOR UPDATE.
         """
-        with _unavailable_on_outage(), self._write_lock, self.engine.connect() as connection:
+        with metrics.db_transaction("write"), _unavailable_on_outage(), self._write_lock, \
+                self.engine.connect() as connection:
             connection.execution_options(sqlite_immediate=True)
             with connection.begin():
                 yield connection

@@ -30,6 +30,8 @@ from sqlalchemy.engine import Connection
 from services.common import pb
 from workbench_runtime.errors import Cancelled, FailedPrecondition, Unavailable, Unimplemented, WorkbenchError
 from services.common.interceptors import status_code_for
+from services.common.logs import job_scope
+from services.common.telemetry import metrics, tracing
 from services.gateway import db as schema
 from services.gateway.db import Database
 from services.gateway.records import Records, new_id, validate_id, validate_request_id
@@ -77,8 +79,9 @@ class JobContext:
     """What a job's work function sees: progress, cancellation, checkpointed steps and the records
     its success writes."""
 
-    def __init__(self, manager: "JobManager", job: common_pb2.Job):
+    def __init__(self, manager: "JobManager", job: common_pb2.Job, traceparent: str | None = None):
         self._manager, self.job = manager, job
+        self.traceparent = traceparent  # the submitting request's trace, which the run continues
         self._cancel = threading.Event()
         self._lost = threading.Event()
         self._callbacks: list[Callable[[], None]] = []
@@ -177,6 +180,7 @@ class JobManager:
         self._lock = threading.Lock()
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._threads: list[threading.Thread] = []
+        self._uncount: Callable[[], None] | None = None
 
     def register(self, kind: int, request_type: type[Message], run: Work) -> None:
         self.handlers[kind] = Handler(request_type, run)
@@ -185,6 +189,7 @@ class JobManager:
 
     def start(self) -> None:
         self.watches.start()
+        self._uncount = metrics.count_jobs_with(self._counts)
         for target, name in ((self._dispatch, "jobs-dispatch"), (self._heartbeat, "jobs-heartbeat")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -203,6 +208,9 @@ class JobManager:
         for thread in self._threads:
             thread.join(timeout=5)
         self.watches.stop()
+        if self._uncount:
+            self._uncount()
+            self._uncount = None
         try:
             with self.db.write() as tx:
                 tx.execute(schema.jobs.update().where(schema.jobs.c.owner == self.owner)
@@ -215,16 +223,17 @@ class JobManager:
     def submit(self, kind: int, request: Message, *, project_id: str = "", request_id: str = "",
                tx: Connection | None = None) -> common_pb2.Job:
         """Queue a job (within tx, when given); a request_id already used for this kind returns that job
-        instead, even when two gateways race with it."""
+        instead, even when two gateways race with it. Inside a trace, the job's run continues it."""
+        traceparent = tracing.traceparent()
         job = common_pb2.Job(id=new_id("job"), kind=kind, state=common_pb2.JOB_STATE_QUEUED, project_id=project_id,
-                             request_id=request_id, create_time=now())
+                             request_id=request_id, create_time=now(), trace_id=tracing.trace_id_of(traceparent))
         first = self._event(job)
         try:
             with contextlib.nullcontext(tx) if tx is not None else self.db.write() as tx:
                 tx.execute(schema.jobs.insert().values(
                     id=job.id, kind=kind, state=job.state, project_id=project_id or None,
                     request_id=request_id or None, request=request.SerializeToString(),
-                    body=job.SerializeToString(), last_sequence=job.last_sequence))
+                    body=job.SerializeToString(), last_sequence=job.last_sequence, traceparent=traceparent))
                 tx.execute(schema.job_events.insert().values(job_id=job.id, sequence=first.sequence,
                                                              body=first.SerializeToString()))
         except sa.exc.IntegrityError:
@@ -274,6 +283,7 @@ class JobManager:
                 job.end_time.CopyFrom(now())
                 job.state = common_pb2.JOB_STATE_CANCELLED
                 self._write_event(tx, job, self._event(job))
+                metrics.job_finished(common_pb2.JobKind.Name(job.kind), "JOB_STATE_CANCELLED", None)  # never ran
             else:
                 tx.execute(schema.jobs.update().where(schema.jobs.c.id == job_id).values(cancel_requested=True))
         with self._lock:
@@ -332,7 +342,8 @@ class JobManager:
         claim_start = time.perf_counter()
         with self.db.write() as tx:
             row = tx.execute(
-                sa.select(jobs.id, jobs.state, jobs.request, jobs.body, jobs.attempt, jobs.cancel_requested)
+                sa.select(jobs.id, jobs.state, jobs.request, jobs.body, jobs.attempt, jobs.cancel_requested,
+                          jobs.traceparent)
                 .where(jobs.state.in_([common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_RUNNING]))
                 .where(sa.or_(jobs.state == common_pb2.JOB_STATE_QUEUED, jobs.lease_until < time.time()))
                 .order_by(jobs.id).limit(1).with_for_update(skip_locked=True)).first()
@@ -347,10 +358,11 @@ class JobManager:
             else:
                 job.progress.message = f"resumed (attempt {row.attempt + 1}): the gateway running it stopped"
             self._write_event(tx, job, self._event(job))
-        ctx = JobContext(self, job)
+        ctx = JobContext(self, job, row.traceparent)
         ctx.timings["claim"] = time.perf_counter() - claim_start
         if row.state == common_pb2.JOB_STATE_QUEUED:  # from its submit to this claim
             ctx.timings["queued"] = max(0.0, (job.start_time.ToNanoseconds() - job.create_time.ToNanoseconds()) / 1e9)
+            metrics.job_claimed(common_pb2.JobKind.Name(job.kind), ctx.timings["queued"])
         with self._lock:
             self._running[job.id] = ctx
         if row.cancel_requested:
@@ -361,6 +373,12 @@ class JobManager:
         return ctx, handler, handler.request_type.FromString(row.request)
 
     def _run(self, ctx: JobContext, handler: Handler, request: Message) -> None:
+        kind = common_pb2.JobKind.Name(ctx.job.kind)
+        # its log lines name the job; its worker calls and S3 requests join the trace of the request that submitted it
+        with job_scope(ctx.job.id), tracing.resumed(ctx.traceparent, f"job {kind}", **{"workbench.job_id": ctx.job.id}):
+            self._attempt(ctx, handler, request)
+
+    def _attempt(self, ctx: JobContext, handler: Handler, request: Message) -> None:
         job = ctx.job
         try:
             ctx.check_cancelled()
@@ -419,6 +437,10 @@ class JobManager:
                 log.warning("job %s: end not stored (%s); retrying in %.1fs", job.id, exc.message, wait)
                 time.sleep(wait)
                 wait = min(wait * 2, longest)
+        seconds = (job.end_time.ToNanoseconds() - job.start_time.ToNanoseconds()) / 1e9
+        state_name = common_pb2.JobState.Name(state)
+        metrics.job_finished(common_pb2.JobKind.Name(job.kind), state_name, seconds)
+        log.info("job %s ended as %s after %.2fs", job.id, state_name, seconds)
         self._notify()
 
     def _heartbeat(self) -> None:
@@ -484,6 +506,14 @@ class JobManager:
         ended = {"waiting_for": None} if job.state in TERMINAL else {}
         tx.execute(schema.jobs.update().where(schema.jobs.c.id == job.id).values(
             state=job.state, body=job.SerializeToString(), last_sequence=job.last_sequence, **ended))
+
+    def _counts(self) -> tuple[int, int]:
+        """(queued, running) jobs in the catalog, for the queue-depth metrics."""
+        jobs = schema.jobs.c
+        with self.db.read() as tx:
+            counts = dict(tx.execute(sa.select(jobs.state, sa.func.count()).where(
+                jobs.state.in_([common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_RUNNING])).group_by(jobs.state)).all())
+        return counts.get(common_pb2.JOB_STATE_QUEUED, 0), counts.get(common_pb2.JOB_STATE_RUNNING, 0)
 
     def _wait_for(self, job_id: str, service: str | None) -> int:
         jobs = schema.jobs.c

@@ -8,6 +8,7 @@ from datetime import timedelta
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.object_store import ObjectStore
 from services.common.provenance import differences
+from services.common.telemetry import metrics
 from services.gateway.jobs import JobContext, JobManager
 from services.gateway.projects import Catalog
 from services.gateway.workers import Workers, follow
@@ -65,6 +66,7 @@ class Measurements:
         result.provenance.job_id = ctx.job.id
         ctx.on_success(lambda tx: self.catalog.projects.update(
             project.id, "project_id", lambda latest: latest.last_benchmark.CopyFrom(result), tx))
+        ctx.on_success(lambda tx: metrics.benchmark_fps(project.id, result.throughput_fps))
         return common_pb2.JobOutput(project_id=project.id, benchmark=result)
 
     def _sweep(self, ctx: JobContext, request: gateway_pb2.SweepProjectRequest) -> common_pb2.JobOutput:

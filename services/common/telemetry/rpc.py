@@ -1,0 +1,121 @@
+"""The server interceptor that meters and traces every RPC, and the client one that passes the trace on.
+
+Server side (first of services/common/server.py's interceptors, so it sees what auth refuses and the
+status errors map to): the RPC's count by status code and its latency (metrics.py), and, with tracing on,
+a SERVER span continuing the caller's traceparent (tracing.py). Streams are counted when they end.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from services.common.interceptors import _CallDetails, rebuild_handler
+from services.common.telemetry import metrics, tracing
+
+OK, CANCELLED = grpc.StatusCode.OK.name, grpc.StatusCode.CANCELLED.name
+ALWAYS_KNOWN = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+
+
+class TelemetryInterceptor(grpc.ServerInterceptor):
+    def __init__(self) -> None:
+        # only methods of served services get their own series (a caller cannot grow them with made-up names);
+        # the server adds its services once they are registered
+        self.services = set(ALWAYS_KNOWN)
+        self._recorders: dict[str, metrics.RpcRecorder] = {}
+        self._unknown = metrics.RpcRecorder("unknown", "unknown")
+
+    def _recorder(self, method: str) -> metrics.RpcRecorder:
+        recorder = self._recorders.get(method)
+        if recorder is None:
+            service, _, name = method.lstrip("/").partition("/")
+            if service not in self.services:
+                return self._unknown
+            recorder = self._recorders[method] = metrics.RpcRecorder(service, name)
+        return recorder
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:  # grpc answers UNIMPLEMENTED itself
+            return None
+        method, recorder = handler_call_details.method, self._recorder(handler_call_details.method)
+        metadata = handler_call_details.invocation_metadata
+
+        def ended(start: float, span, code: str) -> None:
+            recorder.done(code, time.perf_counter() - start)
+            tracing.end_rpc(span, code)
+
+        def failed(context: grpc.ServicerContext) -> str:
+            code = context.code()  # set by abort(): the error interceptor maps every exception to one
+            return code.name if code is not None else grpc.StatusCode.UNKNOWN.name
+
+        def wrap(behavior, response_streaming):
+            if getattr(behavior, "experimental_non_blocking", False):  # health Watch: ends after it returns
+                def non_blocking(request, context, *callback):
+                    start, span = time.perf_counter(), tracing.server_span(method, metadata)
+                    context.add_callback(lambda: ended(start, span, (context.code() or grpc.StatusCode.OK).name))
+                    with tracing.activated(span):
+                        return behavior(request, context, *callback)
+                return non_blocking
+
+            if response_streaming:
+                def streaming(request, context):
+                    start, span = time.perf_counter(), tracing.server_span(method, metadata)
+                    code = OK
+                    try:
+                        with tracing.activated(span):
+                            yield from behavior(request, context)
+                        code = context.code().name if context.code() is not None else OK
+                    except GeneratorExit:  # the client went away mid-stream
+                        code = CANCELLED
+                        raise
+                    except BaseException:
+                        code = failed(context)
+                        raise
+                    finally:
+                        ended(start, span, code)
+                return streaming
+
+            def unary(request, context):
+                start, span = time.perf_counter(), tracing.server_span(method, metadata)
+                code = OK
+                try:
+                    with tracing.activated(span):
+                        response = behavior(request, context)
+                    code = context.code().name if context.code() is not None else OK
+                    return response
+                except BaseException:
+                    code = failed(context)
+                    raise
+                finally:
+                    ended(start, span, code)
+            return unary
+
+        return rebuild_handler(handler, wrap)
+
+
+class TracingClientInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds the current trace context (`traceparent`) to every call; channels get it only with tracing on."""
+
+    @staticmethod
+    def _details(d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(d.method, d.timeout, tracing.outgoing_metadata(d.metadata), d.credentials,
+                            getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)

@@ -1,0 +1,47 @@
+"""Services in-process with their metrics endpoints on free ports, and a scrape of one, read as numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Workbench, start_services, stop_services
+from workbench.client import WorkbenchClient
+
+
+class Scrape(dict):
+    """{(sample name, sorted labels): value} of one GET /metrics."""
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample's value; 0 for a series not exposed yet (a counter before its first increment)."""
+        return self.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum over every series of name whose labels include these."""
+        return sum(v for (n, have), v in self.items() if n == name and set(labels.items()) <= set(have))
+
+
+def scrape(port: int) -> Scrape:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    found = Scrape()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+@pytest.fixture
+def metered(s3_settings):
+    """Every service in-process, each with a metrics endpoint on a free port, and a benchmark worker with slots."""
+    settings = dataclasses.replace(s3_settings, listen="127.0.0.1:0", grace_seconds=1.0, internal_token="internal",
+                                   metrics_listen="127.0.0.1:0")
+    settings, servers = start_services(settings, {"benchmark": dataclasses.replace(settings, slots=2)})
+    client = WorkbenchClient(servers["gateway"].address, timeout=60)
+    yield Workbench(client, settings, servers)
+    client.close()
+    stop_services(servers)
