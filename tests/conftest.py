@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,19 @@ from tests.harness import tiny_project  # noqa: F401 (the tests that build a par
 from workbench.client import WorkbenchClient
 
 S3_ACCESS_KEY = "workbench-test"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def workbench_home(tmp_path_factory):
+    """WORKBENCH_HOME in a temporary folder for the whole run, the processes tests start included: a gateway
+    whose settings name no database keeps its catalog there, and no test may touch the user's ~/.workbench."""
+    home, before = tmp_path_factory.mktemp("workbench-home"), os.environ.get("WORKBENCH_HOME")
+    os.environ["WORKBENCH_HOME"] = str(home)
+    yield home
+    if before is None:
+        os.environ.pop("WORKBENCH_HOME", None)
+    else:
+        os.environ["WORKBENCH_HOME"] = before
 
 
 @pytest.fixture(scope="session")
