@@ -7,6 +7,7 @@ report() raises Cancelled inside the work, so it stops at its next step.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from typing import Any, Callable, Generator, TypeVar
@@ -40,7 +41,8 @@ def run_reporting(work: Callable[[Report], T], wrap: Callable[[common_pb2.Progre
         except BaseException as exc:  # handed to the handler thread, which re-raises it
             reporter.events.put(("error", exc))
 
-    thread = threading.Thread(target=target, name="work", daemon=True)
+    # in the handler's context: the work's S3 requests are spans of the RPC's trace
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), name="work", daemon=True)
     thread.start()
     try:
         while True:

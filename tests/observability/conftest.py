@@ -45,3 +45,24 @@ def metered(s3_settings):
     yield Workbench(client, settings, servers)
     client.close()
     stop_services(servers)
+
+
+@pytest.fixture
+def spans():
+    """Tracing on for one test, into memory: the SDK's TracerProvider installed before any server or channel is
+    made (they decide then), and taken away afterwards so later tests run with tracing off again."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.util._once import Once
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    yield exporter
+    provider.shutdown()
+    # the API sets its provider once per process; tests must undo it (as OpenTelemetry's own tests do)
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None

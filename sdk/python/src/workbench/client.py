@@ -12,6 +12,7 @@ web console allowed to reach only the gateway, cannot reach it. The URL stays th
 
 from __future__ import annotations
 
+import collections
 import copy
 import hashlib
 import json
@@ -28,6 +29,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from workbench.v1 import accuracy_pb2, common_pb2, gateway_pb2, gateway_pb2_grpc, quantizer_pb2
+
+try:  # optional: where OpenTelemetry is installed, calls made inside a span carry its trace to the gateway
+    from opentelemetry import propagate as _otel_propagate
+    from opentelemetry import trace as _otel_trace
+except ImportError:
+    _otel_propagate = _otel_trace = None
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 CHUNK_BYTES = 1024 * 1024
@@ -75,6 +82,39 @@ class WorkbenchError(Exception):
 
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+        grpc.ClientCallDetails):
+    pass
+
+
+class _TraceContext(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds the caller's current OpenTelemetry context (W3C `traceparent`) to calls made inside a span."""
+
+    @staticmethod
+    def _details(d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        if not _otel_trace.get_current_span().get_span_context().is_valid:
+            return d
+        carrier: dict[str, str] = {}
+        _otel_propagate.inject(carrier)
+        metadata = [m for m in (d.metadata or ()) if m[0] not in carrier] + list(carrier.items())
+        return _CallDetails(d.method, d.timeout, metadata, d.credentials, getattr(d, "wait_for_ready", None),
+                            getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
 
 
 def _bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -127,6 +167,8 @@ class WorkbenchClient:
             self._channel = grpc.secure_channel(self.address, credentials, options)
         else:
             self._channel = grpc.insecure_channel(self.address, options)
+        if _otel_propagate is not None:
+            self._channel = grpc.intercept_channel(self._channel, _TraceContext())
         self.stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

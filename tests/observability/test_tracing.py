@@ -1,0 +1,101 @@
+"""One trace per request, with tracing on into memory and every service in-process: a client's span, the
+gateway's RPC, the optimize job it queued (run later, on the job thread), the quantizer's RPC and its S3
+requests all share one trace id, which the job carries and its log lines name."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import time
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from services.common import logs
+from tests.conftest import FRAMES, Workbench, start_services, stop_services
+from tests.harness import tiny_project
+from workbench.client import WorkbenchClient
+from workbench.v1 import common_pb2, quantizer_pb2
+
+
+@pytest.fixture
+def traced(spans, s3_settings):
+    """Every service in-process, made after tracing was turned on (the `spans` fixture)."""
+    settings, servers = start_services(dataclasses.replace(s3_settings, listen="127.0.0.1:0", grace_seconds=1.0,
+                                                           internal_token="internal"))
+    client = WorkbenchClient(servers["gateway"].address, timeout=60)
+    yield Workbench(client, settings, servers)
+    client.close()
+    stop_services(servers)
+
+
+@pytest.fixture
+def job_log():
+    """The JSON lines the gateway's job runner writes at INFO during the test."""
+    buffer, logger = io.StringIO(), logging.getLogger("services.gateway.jobs")
+    handler, level = logging.StreamHandler(buffer), logger.level
+    handler.setFormatter(logs._Formatter("gateway", "json", []))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_an_optimize_job_is_one_trace_from_the_client_to_the_worker_and_its_s3_calls(spans, traced, job_log):
+    client = traced.client
+    parent = tiny_project(client, FRAMES)
+    spans.clear()
+
+    with trace.get_tracer("test").start_as_current_span("client: optimize") as root:
+        submitted = client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
+            preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE))
+    job = client.wait_job(submitted.id)  # outside the span: watching is a request of its own
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
+    trace_id = root.get_span_context().trace_id
+    assert submitted.trace_id == job.trace_id == trace.format_trace_id(trace_id)
+
+    deadline = time.monotonic() + 10  # the job's span ends just after the job's end is stored and watchers told
+    while not any(s.name == "job JOB_KIND_OPTIMIZE" for s in spans.get_finished_spans()):
+        assert time.monotonic() < deadline, "the job's span never ended"
+        time.sleep(0.05)
+    ours = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+    by_id = {s.context.span_id: s for s in ours}
+
+    def only(name: str):
+        found = [s for s in ours if s.name == name]
+        assert len(found) == 1, (name, sorted(s.name for s in ours))
+        return found[0]
+
+    def parent_of(span):
+        return by_id.get(span.parent.span_id) if span.parent else None
+
+    rpc = only("workbench.v1.GatewayService/OptimizeProject")
+    run = only("job JOB_KIND_OPTIMIZE")
+    worker = only("workbench.v1.QuantizerService/Quantize")
+    assert rpc.kind == worker.kind == SpanKind.SERVER
+    assert parent_of(rpc) is by_id[root.get_span_context().span_id]
+    assert parent_of(run) is rpc and run.attributes["workbench.job_id"] == job.id
+    assert parent_of(worker) is run and worker.attributes["rpc.grpc.status_code"] == "OK"
+    # the worker's S3 requests (reading the model and images, writing the child) are spans under its RPC
+    worker_s3 = [s for s in ours if s.name.startswith("S3 ") and parent_of(s) is worker]
+    assert {"S3 GetObject", "S3 PutObject"} <= {s.name for s in worker_s3}, sorted(s.name for s in ours)
+    # nothing in the trace hangs loose: every span leads up to the client's
+    for span in ours:
+        while parent_of(span) is not None:
+            span = parent_of(span)
+        assert span.name == "client: optimize"
+
+    # the job's log line names it and its trace, though nothing passed them to the logger
+    ended = [line for line in job_log() if f"job {job.id} ended as JOB_STATE_SUCCEEDED" in line["msg"]]
+    assert len(ended) == 1 and ended[0]["job_id"] == job.id and ended[0]["trace_id"] == job.trace_id, ended
+
+
+def test_without_tracing_jobs_carry_no_trace(workbench):
+    """No TracerProvider installed (the default): no trace id on jobs, nothing stored to resume."""
+    job = workbench.client.import_dataset("two frames", FRAMES[:2])
+    assert job.trace_id == ""
+    assert workbench.client.wait_job(job.id).trace_id == ""
