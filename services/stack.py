@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 S3_PORT = 8333
 WEB_PORT = 8080
+# each process's Prometheus endpoint (/metrics), beside its own port: gateway 9091 ... web 9096
+METRICS_PORTS = {name: 9091 + i for i, name in enumerate((*SERVICE_NAMES, "web"))}
 # the processes the stack runs: the gRPC services, then the console (an HTTP client of the gateway)
 PROCESSES = (*SERVICE_NAMES, "web")
 START_TIMEOUT_S = 120.0
@@ -56,6 +58,7 @@ class Component:
     address: str
     healthy: bool
     detail: str
+    metrics: str = ""  # its Prometheus endpoint
 
 
 class LocalStack:
@@ -72,20 +75,26 @@ class LocalStack:
     def config(self) -> dict:
         """Ports and credentials; made once, then reused so stored data stays reachable."""
         if self.config_file.exists():
-            return json.loads(self.config_file.read_text())
+            config = json.loads(self.config_file.read_text())
+            if "metrics_ports" not in config:  # a home made before metrics: give its processes their ports
+                config["metrics_ports"] = self._metrics_ports()
+                self._save(config)
+            return config
         self.home.mkdir(parents=True, exist_ok=True)
         seaweed_ports = {}
         if self.free_ports:
             # every port at once, SeaweedFS's inner ones too: picked apart, two could get the same free port
             inner = [f.name for f in fields(SeaweedPorts) if f.name != "s3"]
-            s3_port, web_port, *ports = free_ports(2 + len(SERVICE_NAMES) + len(inner))
+            s3_port, web_port, *ports = free_ports(2 + len(SERVICE_NAMES) + len(inner) + len(PROCESSES))
             chosen = dict(zip(SERVICE_NAMES, ports))
             seaweed_ports = dict(zip(inner, ports[len(SERVICE_NAMES):]))
+            metrics_ports = dict(zip(PROCESSES, ports[len(SERVICE_NAMES) + len(inner):]))
         else:
             s3_port = int(os.environ.get("WORKBENCH_S3_PORT", S3_PORT))
             web_port = int(os.environ.get("WORKBENCH_WEB_PORT", WEB_PORT))
             chosen = {name: int(os.environ.get(f"WORKBENCH_{name.upper()}_PORT", port))
                       for name, port in DEFAULT_PORTS.items()}
+            metrics_ports = self._metrics_ports()
         config = {
             "s3_port": s3_port,
             "s3_access_key": "workbench",
@@ -94,10 +103,20 @@ class LocalStack:
             "ports": chosen,
             "web_port": web_port,
             "seaweed_ports": seaweed_ports,
+            "metrics_ports": metrics_ports,
         }
+        self._save(config)
+        return config
+
+    def _metrics_ports(self) -> dict[str, int]:
+        if self.free_ports:
+            return dict(zip(PROCESSES, free_ports(len(PROCESSES))))
+        return {name: int(os.environ.get(f"WORKBENCH_{name.upper()}_METRICS_PORT", port))
+                for name, port in METRICS_PORTS.items()}
+
+    def _save(self, config: dict) -> None:
         self.config_file.write_text(json.dumps(config, indent=2))
         self.config_file.chmod(0o600)
-        return config
 
     def database_url(self) -> str:
         """The catalog: WORKBENCH_DATABASE_URL when set (e.g. a PostgreSQL), else SQLite in the home folder."""
@@ -107,6 +126,7 @@ class LocalStack:
         config = self.config()
         ports = config["ports"]
         env = dict(os.environ)
+        env["WORKBENCH_METRICS_LISTEN"] = f"127.0.0.1:{config['metrics_ports'][name]}"
         if name == "web":  # a client of the gateway like any other: no S3, database or internal credentials
             env.update({"WORKBENCH_WEB_LISTEN": self.web_address(), "WORKBENCH_ADDRESS": self.address()})
             return env
@@ -201,13 +221,17 @@ class LocalStack:
     def web_url(self) -> str:
         return f"http://{self.web_address()}/"
 
+    def metrics_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.config()['metrics_ports'][name]}/metrics"
+
     def status(self) -> list[Component]:
         config = self.config()
         components = [self._s3_status(config)]
         for name in SERVICE_NAMES:
             address = f"127.0.0.1:{config['ports'][name]}"
-            components.append(Component(name, address, *_grpc_health(address)))
-        components.append(Component("web", self.web_url(), *_http_health(self.web_url() + "healthz")))
+            components.append(Component(name, address, *_grpc_health(address), self.metrics_url(name)))
+        components.append(Component("web", self.web_url(), *_http_health(self.web_url() + "healthz"),
+                                    self.metrics_url("web")))
         return components
 
     # -- internals -------------------------------------------------------------------------

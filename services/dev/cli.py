@@ -17,7 +17,7 @@ from workbench.client import JobFailedError, WorkbenchClient, WorkbenchError
 
 
 def _print_components(components) -> None:
-    rows(["COMPONENT", "ADDRESS", "HEALTH"], [[c.name, c.address, c.detail] for c in components])
+    rows(["COMPONENT", "ADDRESS", "HEALTH", "METRICS"], [[c.name, c.address, c.detail, c.metrics] for c in components])
 
 
 def cmd_up(args, out: Output) -> int:

@@ -4,12 +4,14 @@ import uvicorn
 
 from services.common.logs import configure_logging
 from services.common.settings import Settings
+from services.common.telemetry import metrics
 from services.web.app import create_app
 from workbench import WorkbenchClient
 
 if __name__ == "__main__":
     settings = Settings.from_env()
     configure_logging(settings, "web")
+    metrics.serve(settings.metrics_listen)  # the process's own figures (CPU, memory, garbage collection)
     host, _, port = settings.web_listen.rpartition(":")
     gateway = WorkbenchClient(settings.address, token="", tls_ca=settings.gateway_tls_ca or None)
     # log_config=None: uvicorn logs through the service's JSON handler; access lines carry paths only

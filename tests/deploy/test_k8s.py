@@ -1074,6 +1074,87 @@ def test_ingresses_route_to_the_console(render, variant):
         assert not by_kind(resources, "Ingress")
 
 
+# -- metrics ---------------------------------------------------------------------------------
+
+# Prometheus, as network-policies.yaml admits it: kube-prometheus-stack's pods in `monitoring`
+PROMETHEUS = {"namespace": "monitoring", "labels": {"app.kubernetes.io/name": "prometheus"}}
+METRICS_SERVICES = [*DEFAULT_PORTS, WEB]
+
+
+def _admits_prometheus(peer: dict) -> bool:
+    namespace = peer.get("namespaceSelector")
+    pods = peer.get("podSelector", {})
+    return (namespace is not None and "ipBlock" not in peer
+            and matches(namespace, {"kubernetes.io/metadata.name": PROMETHEUS["namespace"]})
+            and matches(pods, PROMETHEUS["labels"]))
+
+
+def metrics_problems(resources: list[dict]) -> list[str]:
+    """Every service serves /metrics on a container port named metrics, where WORKBENCH_METRICS_LISTEN says and
+    its prometheus.io/* annotations point; Prometheus (and nothing else in the namespace) may reach that port."""
+    deployments = by_kind(resources, "Deployment")
+    policies = list(by_kind(resources, "NetworkPolicy").values())
+    problems = []
+    for name in METRICS_SERVICES:
+        if name not in deployments:
+            problems.append(f"no {name} Deployment")
+            continue
+        template = deployments[name]["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+        if "metrics" not in ports:
+            problems.append(f"{name}: no container port named metrics")
+            continue
+        port = ports["metrics"]
+        listen = env_entries(container).get("WORKBENCH_METRICS_LISTEN", {}).get("value")
+        if listen != f"0.0.0.0:{port}":
+            problems.append(f"{name}: WORKBENCH_METRICS_LISTEN is {listen!r}, not 0.0.0.0:{port} (its metrics port)")
+        notes = template["metadata"].get("annotations", {})
+        for key, wanted in (("scrape", "true"), ("port", str(port)), ("path", "/metrics")):
+            if notes.get(f"prometheus.io/{key}") != wanted:
+                problems.append(f"{name}: annotation prometheus.io/{key} is {notes.get(f'prometheus.io/{key}')!r}, "
+                                f"not {wanted!r}")
+        labels = template["metadata"]["labels"]
+        admitted = any(
+            _admits_prometheus(peer) and any(p.get("port") in (port, "metrics") for p in rule.get("ports", []))
+            for policy in policies
+            if "Ingress" in policy["spec"]["policyTypes"] and matches(policy["spec"]["podSelector"], labels)
+            for rule in policy["spec"].get("ingress", []) for peer in rule.get("from") or [])
+        if not admitted:
+            problems.append(f"{name}: no NetworkPolicy lets Prometheus ({PROMETHEUS['namespace']}) reach port {port}")
+        # nothing of the namespace: neither any source nor another workload
+        for peer, peer_labels in [("any source", {"any": "client"}), *workload_labels(resources).items()]:
+            if traffic_allowed(policies, "ingress", labels, peer_labels, port):
+                problems.append(f"{name}: {peer} reaches its metrics port {port}")
+    return problems
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_service_is_scraped_by_prometheus_only(render, variant):
+    problems = metrics_problems(render(variant))
+    assert not problems, "\n".join(problems)
+
+
+def _metrics_policy(change: Callable[[dict], None]):
+    def plant(resources):
+        change(find(resources, "NetworkPolicy", "metrics-scrape")["spec"]["ingress"][0])
+    return plant
+
+
+def _container_of(name: str, change: Callable[[dict], None]):
+    return lambda r: change(find(r, "Deployment", name)["spec"]["template"]["spec"]["containers"][0])
+
+
+def _annotation(name: str, key: str, value: str | None):
+    def plant(resources):
+        notes = find(resources, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+        if value is None:
+            notes.pop(f"prometheus.io/{key}")
+        else:
+            notes[f"prometheus.io/{key}"] = value
+    return plant
+
+
 # -- planted mistakes: each check must name what is wrong -------------------------------------
 
 
@@ -1232,6 +1313,43 @@ def _object_store_rule(port: int) -> dict:
 
 # (check, overlay, mistake planted in its render, words the check's report must contain)
 PLANTED = {
+    # Prometheus' metrics endpoints
+    "metrics-no-port": (metrics_problems, "dev",
+                        _container_of("converter", lambda c: c.update(ports=[p for p in c["ports"]
+                                                                             if p["name"] != "metrics"])),
+                        "converter: no container port named metrics"),
+    "metrics-listen-elsewhere": (metrics_problems, "prod",
+                                 _container_of("gateway", lambda c: set_env(c, "WORKBENCH_METRICS_LISTEN",
+                                                                            {"value": "0.0.0.0:9091"})),
+                                 "gateway: WORKBENCH_METRICS_LISTEN is '0.0.0.0:9091'"),
+    "metrics-on-loopback": (metrics_problems, "dev",
+                            _container_of("web", lambda c: set_env(c, "WORKBENCH_METRICS_LISTEN",
+                                                                   {"value": "127.0.0.1:9090"})),
+                            "web: WORKBENCH_METRICS_LISTEN is '127.0.0.1:9090'"),
+    "metrics-off": (metrics_problems, "prod+seaweedfs",
+                    _container_of("quantizer", lambda c: c.update(env=[e for e in c["env"]
+                                                                       if e["name"] != "WORKBENCH_METRICS_LISTEN"])),
+                    "quantizer: WORKBENCH_METRICS_LISTEN is None"),
+    "metrics-not-scraped": (metrics_problems, "dev", _annotation("benchmark", "scrape", None),
+                            "benchmark: annotation prometheus.io/scrape is None"),
+    "metrics-annotated-port": (metrics_problems, "prod", _annotation("accuracy", "port", "50055"),
+                               "accuracy: annotation prometheus.io/port is '50055'"),
+    "metrics-annotated-path": (metrics_problems, "dev", _annotation("gateway", "path", "/"),
+                               "annotation prometheus.io/path is '/'"),
+    "metrics-policy-missing": (metrics_problems, "prod", remove("NetworkPolicy", "metrics-scrape"),
+                               "no NetworkPolicy lets Prometheus (monitoring) reach port 9090"),
+    "metrics-policy-wrong-port": (metrics_problems, "dev",
+                                  _metrics_policy(lambda rule: rule.update(ports=[{"protocol": "TCP", "port": 9091}])),
+                                  "no NetworkPolicy lets Prometheus"),
+    "metrics-policy-any-source": (metrics_problems, "dev", _metrics_policy(lambda rule: rule.pop("from")),
+                                  "any source reaches its metrics port 9090"),
+    "metrics-policy-namespace-pods": (metrics_problems, "prod+seaweedfs",
+                                      _metrics_policy(lambda rule: rule["from"].append(
+                                          {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}}})),
+                                      "converter reaches its metrics port 9090"),
+    "metrics-pod-unlabelled": (metrics_problems, "dev",
+                               lambda r: find(r, "Deployment", "web")["spec"]["template"]["metadata"]["labels"]
+                               .pop("workbench/metrics"), "web: no NetworkPolicy lets Prometheus"),
     # the PostgreSQL StatefulSet
     "postgres-latest": (database_problems, "dev",
                         lambda r: postgres_container(r).update(image="postgres:latest"), "not the postgres image pinned"),

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,12 @@ SERVICES = ["gateway", "converter", "quantizer", "benchmark", "accuracy"]
 
 @pytest.fixture
 def cli(tmp_path):
-    ports = free_ports(7)
+    ports = free_ports(13)
     env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home"), "WORKBENCH_S3_PORT": str(ports[0]),
            "WORKBENCH_WEB_PORT": str(ports[6])}
     env.update({f"WORKBENCH_{name.upper()}_PORT": str(port) for name, port in zip(SERVICES, ports[1:])})
+    env.update({f"WORKBENCH_{name.upper()}_METRICS_PORT": str(port)
+                for name, port in zip([*SERVICES, "web"], ports[7:])})
     env["WORKBENCH_ADDRESS"] = f"127.0.0.1:{ports[1]}"
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -48,6 +51,15 @@ def test_up_status_down_keeps_data(cli, tmp_path):
     assert [c["name"] for c in components] == ["s3", *SERVICES, "web"]
     assert all(c["healthy"] for c in components)
     assert all(c["detail"] == "SERVING" for c in json.loads(cli("status").stdout))
+    # each process serves its Prometheus metrics on its own port, which status shows
+    endpoints = {c["name"]: c["metrics"] for c in components if c["name"] != "s3"}
+    assert len(set(endpoints.values())) == len(SERVICES) + 1
+    for name, url in endpoints.items():
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        assert "process_cpu_seconds_total" in text, name
+        if name != "web":  # the probes' health checks went through the RPC interceptor
+            assert 'workbench_rpc_requests_total{code="OK",method="Check",service="grpc.health.v1.Health"}' in text, name
 
     project = json.loads(cli("project", "create", "kept across restarts").stdout)
     cfg = Path(__file__).resolve().parents[2] / "data" / "darknet" / "yolov4-tiny.cfg"
