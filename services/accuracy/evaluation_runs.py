@@ -17,9 +17,9 @@ from pathlib import Path
 import openvino as ov
 
 from services.accuracy.inference import evaluate, from_coco_results, to_coco_results
-from services.common.tensor_cache import default_cache
+from services.common.tensor_cache import StoredImage, default_cache
 from services.common.artifacts import StoredIR, download_ir
-from services.common.dataset_files import StoredDataset, download_images
+from services.common.dataset_files import StoredDataset
 from workbench_runtime.detection import Decoder
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.labels import LabelMapping, model_labels_from_info, require_label_mapping
@@ -126,8 +126,9 @@ def _run(store: ObjectStore, job: EvaluationJob, work: Path, report: Report) -> 
         if not annotations or not annotations.get("annotations"):
             raise FailedPrecondition("mAP needs a dataset with annotations; this one has none", field="dataset")
         mapping = require_label_mapping(labels, annotations["categories"])
-    report("download", 0.0, f"{len(manifest['images'])} images")
-    paths = [(entry["id"], path) for entry, path in download_images(store, dataset, manifest["images"], work / "img")]
+    # images the tensor cache holds are never fetched; the rest are read from the store as they are evaluated
+    paths = [(entry["id"], StoredImage(store, dataset.bucket, dataset.image_key(entry), entry["sha256"]))
+             for entry in manifest["images"]]
     # The FP model is the reference, so it runs in f32 even where the device would pick bf16.
     precision = None if job.quantized else "f32"
     speed: dict = {}

@@ -36,7 +36,7 @@ import openvino.properties.hint as hints
 from workbench_runtime.detection import Decoder, Detections
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.labels import LabelMapping
-from services.common.tensor_cache import TensorCache, load_input
+from services.common.tensor_cache import ImageSource, StoredImage, TensorCache, load_input
 from workbench_runtime.preprocess import Preprocessing
 
 ImageId = Hashable
@@ -50,12 +50,13 @@ def _no_report(*args, **kwargs) -> None:
     pass
 
 
-def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]], decoder: Decoder,
+def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, ImageSource]], decoder: Decoder,
              preprocessing: Preprocessing, *, device: str = "CPU", precision_hint: str | None = None,
              report: Report = _no_report, core: ov.Core | None = None, properties: Mapping | None = None,
              workers: int | None = None, window: int | None = None,
              cache: TensorCache | None = None) -> dict[ImageId, Detections]:
-    """Detections of every (image_id, path), in original-image pixels clipped to the image.
+    """Detections of every (image_id, source), in original-image pixels clipped to the image. A source is an image
+    file's path or a StoredImage, fetched by the reading threads only when the cache does not hold its tensor.
 
     precision_hint: "f32", "bf16" or "f16" (INFERENCE_PRECISION_HINT); None leaves the device's default
     (bf16 on CPUs with AMX/avx512_bf16). properties: more compile properties. workers: reading threads
@@ -104,8 +105,9 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
         outputs = {name: request.get_tensor(port).data for name, port in zip(decoder.output_names, ports)}
         results[image_id] = decoder(outputs, transform, size)
 
-    def load(image_id: ImageId, path) -> tuple:
-        tensor, transform, size = load_input(path, preprocessing, cache, name=f"image {image_id} ({Path(path).name})",
+    def load(image_id: ImageId, source: ImageSource) -> tuple:
+        shown = source.name if isinstance(source, StoredImage) else Path(source).name
+        tensor, transform, size = load_input(source, preprocessing, cache, name=f"image {image_id} ({shown})",
                                              field="dataset")
         return tensor[None], transform, size
 
@@ -121,14 +123,14 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, str | os.PathLike]
         while True:
             while not exhausted and len(pending) < window:
                 try:
-                    image_id, path = next(source)
+                    image_id, image = next(source)
                 except StopIteration:
                     exhausted = True
                     break
                 if image_id in seen:
                     raise InvalidArgument(f"image id {image_id!r} is listed twice", field="dataset")
                 seen[image_id] = None
-                pending.append((image_id, pool.submit(load, image_id, path)))
+                pending.append((image_id, pool.submit(load, image_id, image)))
             if not pending:
                 break
             image_id, future = pending.popleft()

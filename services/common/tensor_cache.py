@@ -29,14 +29,16 @@ import struct
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 
 from services.common.images import decode_image_bytes
+from services.common.object_store import ObjectStore
 from services.common.settings import Settings
-from workbench_runtime.errors import InvalidArgument
+from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from workbench_runtime.preprocess import Preprocessing, Transform
 
 FORMAT = b"WBT1"
@@ -62,10 +64,15 @@ class TensorCache:
     # ------------------------------------------------------------------------------------------ keys
 
     def key(self, data: bytes, preprocessing: Preprocessing, decoder: str = DECODE_IMAGE) -> str:
+        return self.key_of_digest(hashlib.sha256(data).hexdigest(), preprocessing, decoder)
+
+    @staticmethod
+    def key_of_digest(sha256: str, preprocessing: Preprocessing, decoder: str = DECODE_IMAGE) -> str:
+        """The key of image bytes known only by their sha256 (hex), as a dataset manifest records it."""
         digest = hashlib.sha256(FORMAT)
         digest.update(preprocessing_key(preprocessing).encode())
         digest.update(b"\0" + decoder.encode() + b"\0")
-        digest.update(hashlib.sha256(data).digest())
+        digest.update(bytes.fromhex(sha256))
         return digest.hexdigest()
 
     def _path(self, key: str) -> Path:
@@ -140,6 +147,16 @@ class TensorCache:
         self.put(key, made)
         return made
 
+    def load_stored(self, image: "StoredImage", preprocessing: Preprocessing, *, name: str,
+                    field: str = "dataset") -> Loaded:
+        """As load, for a stored image: a hit (by the manifest's sha256) does not fetch its bytes."""
+        found = self.get(self.key_of_digest(image.sha256, preprocessing))
+        if found is None:
+            return self.load(image.read(), preprocessing, name=name, field=field)
+        with self._lock:
+            self.hits += 1
+        return found
+
     # ------------------------------------------------------------------------------------------ size cap
 
     def _grew(self, nbytes: int) -> None:
@@ -197,10 +214,40 @@ def read_image_bytes(path: str | os.PathLike, *, name: str, field: str = "datase
                               reason="IMAGE_UNREADABLE") from None
 
 
-def load_input(path: str | os.PathLike, preprocessing: Preprocessing, cache: TensorCache | None, *, name: str,
+@dataclass(frozen=True)
+class StoredImage:
+    """A dataset image in the object store, known by the sha256 its manifest records: an evaluation whose cache
+    holds its tensor never fetches it."""
+
+    store: ObjectStore
+    bucket: str
+    key: str
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.key.rpartition("/")[2]
+
+    def read(self) -> bytes:
+        data = self.store.get_bytes(self.bucket, self.key)
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise FailedPrecondition(f"stored image {self.name} no longer matches its dataset's manifest",
+                                     field="dataset")
+        return data
+
+
+ImageSource = Union[str, os.PathLike, StoredImage]
+
+
+def load_input(source: ImageSource, preprocessing: Preprocessing, cache: TensorCache | None, *, name: str,
                field: str = "dataset") -> Loaded:
-    """The model input of an image file, through the cache when there is one."""
-    data = read_image_bytes(path, name=name, field=field)
+    """The model input of an image file or stored image, through the cache when there is one."""
+    if isinstance(source, StoredImage):
+        if cache is not None:
+            return cache.load_stored(source, preprocessing, name=name, field=field)
+        data = source.read()
+    else:
+        data = read_image_bytes(source, name=name, field=field)
     if cache is None:
         return preprocess_bytes(data, preprocessing, name=name, field=field)
     return cache.load(data, preprocessing, name=name, field=field)

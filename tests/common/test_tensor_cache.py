@@ -135,3 +135,31 @@ def test_default_cache_from_the_environment(tmp_path):
     assert default_cache({"WORKBENCH_TENSOR_CACHE_DIR": str(tmp_path), "WORKBENCH_TENSOR_CACHE_BYTES": "1000"}) is cache
     with pytest.raises(InvalidArgument):
         default_cache({"WORKBENCH_TENSOR_CACHE_BYTES": "lots"})
+
+
+def test_a_stored_image_is_fetched_only_on_a_miss_and_checked_against_its_manifest_hash(tmp_path, store, bucket):
+    import hashlib
+
+    from services.common.tensor_cache import StoredImage
+    from workbench_runtime.errors import FailedPrecondition
+
+    preprocessing, cache = SETTINGS[0], TensorCache(tmp_path)
+    sources = []
+    for path in PHOTOS:
+        data = path.read_bytes()
+        store.put_bytes(bucket, f"ds/images/{path.name}", data)
+        sources.append(StoredImage(store, bucket, f"ds/images/{path.name}", hashlib.sha256(data).hexdigest()))
+    for source, path in zip(sources, PHOTOS):  # misses: fetched, made and stored
+        same(load_input(source, preprocessing, cache, name=path.name),
+             load_input(path, preprocessing, None, name=path.name))
+    for source in sources:
+        store.delete(bucket, source.key)  # a hit must not need the object at all
+    for source, path in zip(sources, PHOTOS):
+        same(load_input(source, preprocessing, cache, name=path.name),
+             load_input(path, preprocessing, None, name=path.name))
+    assert (cache.misses, cache.hits) == (len(PHOTOS), len(PHOTOS))
+
+    store.put_bytes(bucket, sources[0].key, PHOTOS[1].read_bytes())  # replaced behind the manifest's back
+    for other in (None, TensorCache(tmp_path / "empty")):
+        with pytest.raises(FailedPrecondition, match=f"{PHOTOS[0].name} no longer matches"):
+            load_input(sources[0], preprocessing, other, name=PHOTOS[0].name)

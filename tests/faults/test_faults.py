@@ -32,7 +32,7 @@ def start_job(faults, parent, service: str) -> common_pb2.Job:
 
 
 # the first progress stage each worker streams once it has the work in hand
-WORKING = {"converter": "convert", "quantizer": "statistics", "benchmark": "measure", "accuracy": "download"}
+WORKING = {"converter": "convert", "quantizer": "statistics", "benchmark": "measure", "accuracy": "evaluate"}
 
 
 def wait_for_stage(client: WorkbenchClient, job_id: str, stage: str) -> None:
