@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Iterator
 
 import nncf
 import numpy as np
 import openvino as ov
+from nncf.common.factory import StatisticsAggregatorFactory, build_graph
+from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
+from nncf.openvino.graph.nncf_graph_builder import GraphConverter
+from nncf.openvino.graph.node_utils import get_number_if_op
+from nncf.openvino.quantization.backend_parameters import is_weight_compression_needed
+from nncf.openvino.rt_info import dump_parameters
 from nncf.parameters import DropType, ModelType, TargetDevice
-from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters, OverflowFix,
+                                                   convert_to_dict_recursively)
+from nncf.quantization.algorithms.min_max.algorithm import MinMaxQuantization
+from nncf.quantization.algorithms.post_training.pipeline import create_ptq_pipeline
+from openvino._offline_transformations import compress_quantize_weights_transformation
 
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.progress import Report
@@ -56,16 +66,22 @@ class Candidate:
 class Validation:
     """How models are judged: metric(compiled model) -> float, higher is better; fps(model) -> float.
 
-    The parent is compiled in f32 (the reference); candidates as they will be deployed.
+    The parent is compiled in f32 (the reference); candidates as they will be deployed. parent: the parent's
+    metric when making the validation already measured it (its predictions are the reference agreement
+    compares with), so the parent is not predicted twice.
     """
 
     name: str
     metric: Callable[[ov.CompiledModel], float]
     fps: Callable[[ov.Model], float]
+    parent: float | None = None
 
     def judge(self, model: ov.Model, reference: bool = False) -> float:
         properties = {"INFERENCE_PRECISION_HINT": "f32"} if reference else {}
         return self.metric(ov.Core().compile_model(model, "CPU", properties))
+
+    def judge_parent(self, model: ov.Model) -> float:
+        return self.parent if self.parent is not None else self.judge(model, reference=True)
 
 
 @dataclass
@@ -165,14 +181,74 @@ def _nncf_kwargs(config: QuantizeConfig, setting: Setting, count: int) -> dict:
     return kwargs
 
 
+def _advanced(setting: Setting) -> AdvancedQuantizationParameters:
+    return AdvancedQuantizationParameters(overflow_fix=OVERFLOW[setting.overflow_fix])
+
+
 def _quantize_once(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, setting: Setting,
                    count: int) -> ov.Model:
-    advanced = AdvancedQuantizationParameters(overflow_fix=OVERFLOW[setting.overflow_fix])
     try:
-        return nncf.quantize(model.clone(), data, advanced_parameters=advanced,
+        return nncf.quantize(model.clone(), data, advanced_parameters=_advanced(setting),
                              **_nncf_kwargs(config, setting, count))
     except nncf.ValidationError as exc:
         raise InvalidArgument(f"NNCF refused the configuration: {exc}", field="config") from None
+
+
+def calibrations(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, settings: list[Setting],
+                 count: int, share: bool = True) -> Iterator[tuple[Setting, ov.Model]]:
+    """Each setting's INT8 model, in order, exactly as nncf.quantize makes it (the same bytes).
+
+    nncf.quantize runs one pipeline step for a CNN: MinMax then (fast) bias correction, on statistics of the
+    FP model collected in one inference pass over the calibration images. That pass is most of a run, and the
+    settings' statistic points are all on the FP model, so they are collected together in one pass; MinMax
+    depends on the preset and overflow fix only, so settings differing in bias correction share its model.
+    Pipelines of more steps (transformer models: SmoothQuant first) or with If bodies are run one by one."""
+    try:
+        kwargs = {setting: _nncf_kwargs(config, setting, count) for setting in settings}
+        pipelines = {setting: create_ptq_pipeline(advanced_parameters=_advanced(setting), **kwargs[setting])
+                     for setting in settings}
+    except nncf.ValidationError as exc:
+        raise InvalidArgument(f"NNCF refused the configuration: {exc}", field="config") from None
+    steps = {setting: pipeline.pipeline_steps for setting, pipeline in pipelines.items()}
+    if not share or get_number_if_op(model) or any(
+            len(step) != 1 or not isinstance(step[0][0], MinMaxQuantization) for step in steps.values()):
+        for setting in settings:
+            yield setting, _quantize_once(model, data, config, setting, count)
+        return
+
+    model = remove_friendly_name_duplicates(model.clone())
+    graph = GraphConverter.create_nncf_graph(model)
+    # one MinMax per preset and overflow fix (the first setting's), every setting's bias correction
+    minmax = {}
+    for setting in settings:
+        minmax.setdefault((setting.preset, setting.overflow_fix), steps[setting][0][0])
+    aggregator = StatisticsAggregatorFactory.create(model, data)
+    for algorithm in [*minmax.values(), *(a for s in settings for a in steps[s][0][1:])]:
+        aggregator.register_statistic_points(algorithm.get_statistic_points(model, graph))
+    aggregator.collect_statistics(model, graph)
+    statistics = aggregator.statistic_points
+
+    quantized_by = {}  # (preset, overflow fix) -> MinMax's model and graph, while a setting still needs them
+    for i, setting in enumerate(settings):
+        key = (setting.preset, setting.overflow_fix)
+        if key not in quantized_by:
+            quantized = minmax[key].apply(model, graph, statistics)
+            quantized_by[key] = (quantized, build_graph(quantized))
+        quantized, quantized_graph = quantized_by[key]
+        if not any((s.preset, s.overflow_fix) == key for s in settings[i + 1:]):
+            del quantized_by[key]
+        for algorithm in steps[setting][0][1:]:  # out of place: MinMax's model stays as it was
+            quantized = algorithm.apply(quantized, quantized_graph, statistics)
+        advanced = _advanced(setting)
+        if is_weight_compression_needed(advanced):
+            compress_quantize_weights_transformation(quantized)
+        # what nncf.quantize records in the model's rt_info
+        dump_parameters(quantized, {
+            "preset": kwargs[setting]["preset"], "target_device": kwargs[setting]["target_device"].value,
+            "subset_size": count, "fast_bias_correction": setting.fast_bias_correction,
+            "model_type": kwargs[setting].get("model_type"), "ignored_scope": kwargs[setting]["ignored_scope"],
+            "advanced_parameters": convert_to_dict_recursively(advanced)})
+        yield setting, quantized
 
 
 def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
@@ -194,7 +270,7 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
 
     if validation is not None:
         report("validate", 0.02, "measuring the parent")
-        outcome.metric_name, outcome.metric_before = validation.name, validation.judge(model, reference=True)
+        outcome.metric_name, outcome.metric_before = validation.name, validation.judge_parent(model)
 
     settings = candidate_settings(config)
     if len(settings) > 1 and validation is None:
@@ -202,24 +278,32 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
         warnings.append("no validation data: the automatic choice fell back to "
                         f"{settings[0].describe()}")
 
-    # the fastest candidate whose metric is within the bound of the best one; a candidate that falls out
-    # of reach of the best is dropped at once, so only models that can still win stay in memory
+    # the fastest candidate whose metric is within the bound of the best one. Metrics first: a candidate that
+    # falls out of reach of the best is dropped at once, so only models that can still win stay in memory,
+    # and only those left in reach at the end have their throughput measured (the others' stays 0: unmeasured)
+    report("statistics", 0.05, f"collecting statistics for {len(settings)} settings, {count} images")
     contenders: list[tuple[ov.Model, Candidate, Setting]] = []
-    for i, setting in enumerate(settings):
+    steps = calibrations(model, data, config, settings, count)
+    for i, (setting, quantized) in enumerate(steps):
         description = setting.describe()
-        report("statistics", 0.05 + 0.5 * i / len(settings), f"calibrating: {description}, {count} images")
-        quantized = _quantize_once(model, data, config, setting, count)
         if validation is None:
             contenders = [(quantized, Candidate(description, 0.0, 0.0), setting)]
             break
-        report("validate", 0.05 + 0.5 * (i + 0.7) / len(settings), f"judging {description}")
-        candidate = Candidate(description, validation.judge(quantized), validation.fps(quantized))
+        report("validate", 0.05 + 0.4 * (i + 0.7) / len(settings), f"judging {description}")
+        candidate = Candidate(description, validation.judge(quantized), 0.0)
         outcome.candidates.append(candidate)
-        report("candidate", 0.05 + 0.5 * (i + 1) / len(settings), description,
-               metric=candidate.metric, fps=candidate.throughput_fps)
+        report("candidate", 0.05 + 0.4 * (i + 1) / len(settings), description, metric=candidate.metric)
         contenders.append((quantized, candidate, setting))
         top = max(c.metric for _, c, _ in contenders)
         contenders = [entry for entry in contenders if entry[1].metric >= top - config.agreement_bound]
+        if i + 1 < len(settings):
+            report("statistics", 0.05 + 0.4 * (i + 1) / len(settings), f"calibrating: {settings[i + 1].describe()}")
+    if validation is not None:
+        for j, (quantized, candidate, _) in enumerate(contenders):
+            report("validate", 0.45 + 0.1 * j / len(contenders), f"measuring {candidate.description}")
+            candidate.throughput_fps = validation.fps(quantized)
+            report("candidate", 0.45 + 0.1 * (j + 1) / len(contenders), candidate.description,
+                   metric=candidate.metric, fps=candidate.throughput_fps)
     quantized, chosen, setting = max(contenders, key=lambda entry: entry[1].throughput_fps)
     chosen.chosen = True
     outcome.config = replace(config, preset=setting.preset, overflow_fix=setting.overflow_fix,

@@ -75,7 +75,9 @@ def validation_for(model: ov.Model, judged: list[tuple[int, np.ndarray | tuple]]
     def agreement(compiled: ov.CompiledModel) -> float:
         return parent_agreement(predict(compiled), parent, reference_threshold=reference)
 
-    return Validation("parent_agreement", agreement, fps)
+    # the parent's own agreement from the predictions just made: what judging it again would give
+    return Validation("parent_agreement", agreement, fps,
+                      parent=parent_agreement(parent, parent, reference_threshold=reference))
 
 
 def candidate_fps(candidate: ov.Model, report: Report = lambda *a, **k: None) -> float:

@@ -51,3 +51,5 @@ def test_cached_inputs_equal_the_decoded_ones_and_validate_alike(tiny, tmp_path)
     by_input = validation_for(tiny, judged_inputs, preprocess, None, report)
     compiled = ov.Core().compile_model(tiny, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     assert by_picture.metric(compiled) == by_input.metric(compiled) == pytest.approx(1.0)
+    # the parent's metric comes from the predictions the validation made: the same as judging it again
+    assert by_input.parent == by_input.judge(tiny, reference=True) == by_picture.parent
