@@ -33,6 +33,14 @@ def test_a_flow_moves_the_metrics_by_what_it_did(metered):
         client.get_project("prj_not-an-id")
     assert missing.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
+    # a worker refuses calls without the internal token: counted under the method and UNAUTHENTICATED; a
+    # made-up method gets no series of its own (callers cannot grow the metrics), only "unknown"
+    with grpc.insecure_channel(servers["converter"].address) as channel:
+        for method in ("/workbench.v1.ConverterService/AnalyzeModel", "/workbench.v1.ConverterService/Made_up"):
+            with pytest.raises(grpc.RpcError) as refused:
+                channel.unary_unary(method)(b"", timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
     after = scrape(benchmark_port)  # in-process, every service shares the registry; this is another endpoint
 
     def moved(name, **labels):
@@ -44,6 +52,9 @@ def test_a_flow_moves_the_metrics_by_what_it_did(metered):
     assert moved("workbench_rpc_requests_total", service=GATEWAY, method="GetProject", code="INVALID_ARGUMENT") == 1
     assert moved("workbench_rpc_requests_total", service=GATEWAY, method="GetProject", code="OK") == 0
     assert moved("workbench_rpc_requests_total", service=CONVERTER, method="ConvertModel", code="OK") == 1
+    assert moved("workbench_rpc_requests_total", service=CONVERTER, method="AnalyzeModel", code="UNAUTHENTICATED") == 1
+    assert moved("workbench_rpc_requests_total", service="unknown", method="unknown", code="UNAUTHENTICATED") == 1
+    assert not [key for key in after if "Made_up" in str(key)]
     assert moved("workbench_rpc_requests_total", service=BENCHMARK, method="Benchmark", code="OK") == 1
     assert moved("workbench_rpc_duration_seconds_count", service=GATEWAY, method="CreateProject") == 1
     assert moved("workbench_rpc_duration_seconds_count", service=GATEWAY, method="GetProject") == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import grpc
+from google.protobuf import descriptor_pool
 
 from services.common.interceptors import _CallDetails, rebuild_handler
 from services.common.telemetry import metrics, tracing
@@ -30,8 +31,8 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
         recorder = self._recorders.get(method)
         if recorder is None:
             service, _, name = method.lstrip("/").partition("/")
-            if service not in self.services:
-                return self._unknown
+            if service not in self.services or not _declared(service, name):
+                return self._unknown  # e.g. a made-up method auth refused before grpc could say it does not exist
             recorder = self._recorders[method] = metrics.RpcRecorder(service, name)
         return recorder
 
@@ -93,6 +94,14 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
             return unary
 
         return rebuild_handler(handler, wrap)
+
+
+def _declared(service: str, method: str) -> bool:
+    """Whether the loaded protos declare service.method."""
+    try:
+        return method in descriptor_pool.Default().FindServiceByName(service).methods_by_name
+    except KeyError:
+        return False
 
 
 class TracingClientInterceptor(

@@ -60,17 +60,22 @@ def server_span(method: str, metadata: Sequence[tuple[str, str | bytes]] | None)
                               attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
 
 
-@contextlib.contextmanager
-def activated(span: Span | None) -> Iterator[None]:
-    """span current for the block (its children and log lines see it); nothing when span is None."""
-    if span is None:
-        yield
-        return
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+class activated:
+    """`with activated(span):` span current for the block (its children and log lines see it); nothing when
+    span is None. A class, not a generator: every RPC enters one, tracing on or off."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span | None):
+        self._span, self._token = span, None
+
+    def __enter__(self) -> None:
+        if self._span is not None:
+            self._token = otel_context.attach(trace.set_span_in_context(self._span))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)
 
 
 def end_rpc(span: Span | None, code_name: str) -> None:
