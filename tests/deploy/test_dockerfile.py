@@ -75,9 +75,14 @@ def parse(text: str) -> tuple[list[Instruction], list[Stage]]:
         instructions.append(Instruction(start, keyword.upper(), value.strip()))
     assert not pending, "the Dockerfile ends inside a continued line"
     stages: list[Stage] = []
+    defaults: dict[str, str] = {}  # ARGs before the first FROM: a FROM line's ${NAME} is checked as its default
     for instruction in instructions:
+        if instruction.keyword == "ARG" and not stages:
+            name, _, default = instruction.value.partition("=")
+            defaults[name] = default
         if instruction.keyword == "FROM":
-            words = [w for w in instruction.value.split() if not w.startswith("--")]
+            words = [re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m[1], m[0]), w)
+                     for w in instruction.value.split() if not w.startswith("--")]
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             stages.append(Stage(words[0], name))
         elif instruction.keyword not in ("ARG",) or stages:
