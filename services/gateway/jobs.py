@@ -283,9 +283,10 @@ class JobManager:
                 job.end_time.CopyFrom(now())
                 job.state = common_pb2.JOB_STATE_CANCELLED
                 self._write_event(tx, job, self._event(job))
-                metrics.job_finished(common_pb2.JobKind.Name(job.kind), "JOB_STATE_CANCELLED", None)  # never ran
             else:
                 tx.execute(schema.jobs.update().where(schema.jobs.c.id == job_id).values(cancel_requested=True))
+        if job.state == common_pb2.JOB_STATE_CANCELLED:  # it never ran: no duration
+            metrics.job_finished(common_pb2.JobKind.Name(job.kind), "JOB_STATE_CANCELLED", None)
         with self._lock:
             ctx = self._running.get(job_id)
         if ctx is not None:  # running here: stop it now rather than at the next heartbeat
@@ -374,7 +375,7 @@ class JobManager:
 
     def _run(self, ctx: JobContext, handler: Handler, request: Message) -> None:
         kind = common_pb2.JobKind.Name(ctx.job.kind)
-        # its log lines name the job; its worker calls and S3 requests join the trace of the request that submitted it
+        # its log lines name the job; its worker calls and S3 requests join the trace of the request that queued it
         with job_scope(ctx.job.id), tracing.resumed(ctx.traceparent, f"job {kind}", **{"workbench.job_id": ctx.job.id}):
             self._attempt(ctx, handler, request)
 
@@ -511,8 +512,9 @@ class JobManager:
         """(queued, running) jobs in the catalog, for the queue-depth metrics."""
         jobs = schema.jobs.c
         with self.db.read() as tx:
-            counts = dict(tx.execute(sa.select(jobs.state, sa.func.count()).where(
-                jobs.state.in_([common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_RUNNING])).group_by(jobs.state)).all())
+            counts = dict(tx.execute(sa.select(jobs.state, sa.func.count())
+                                     .where(jobs.state.in_([common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_RUNNING]))
+                                     .group_by(jobs.state)).all())
         return counts.get(common_pb2.JOB_STATE_QUEUED, 0), counts.get(common_pb2.JOB_STATE_RUNNING, 0)
 
     def _wait_for(self, job_id: str, service: str | None) -> int:

@@ -115,7 +115,8 @@ PLANTED = {
     "unknown-matcher": (_expr("RPC errors by code", 'code!="OK"', 'status!="OK"'),
                         "workbench_rpc_requests_total has no label status"),
     "no-metric": (_expr("Queue depth", "max(workbench_jobs_queued", "max(up"), "reads no workbench metric"),
-    "fps-not-shown": (_drop_panel("Last benchmark FPS per project"), "workbench_benchmark_fps is exposed but on no panel"),
+    "fps-not-shown": (_drop_panel("Last benchmark FPS per project"),
+                      "workbench_benchmark_fps is exposed but on no panel"),
 }
 
 
