@@ -4,6 +4,7 @@ and a dataset, make a project, benchmark it): every counter and histogram moved 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import grpc
 import pytest
@@ -14,7 +15,7 @@ from tests.conftest import FRAMES
 from tests.harness import tiny_project
 from tests.observability.conftest import scrape
 from workbench.client import WorkbenchClient, WorkbenchError
-from workbench.v1 import common_pb2
+from workbench.v1 import common_pb2, gateway_pb2
 
 GATEWAY, CONVERTER = "workbench.v1.GatewayService", "workbench.v1.ConverterService"
 BENCHMARK = "workbench.v1.BenchmarkService"
@@ -52,6 +53,10 @@ def test_a_flow_moves_the_metrics_by_what_it_did(metered):
     assert moved("workbench_rpc_requests_total", service=GATEWAY, method="BenchmarkProject", code="OK") == 1
     assert moved("workbench_rpc_requests_total", service=GATEWAY, method="GetProject", code="INVALID_ARGUMENT") == 1
     assert moved("workbench_rpc_requests_total", service=GATEWAY, method="GetProject", code="OK") == 0
+    # the client watched each of its three jobs to its end: non-blocking streams, counted when they closed (the
+    # SDK leaves once it has the terminal event, often before the gateway closes the stream: then CANCELLED)
+    _eventually(lambda: sum(moved_since(before, gateway_port, "workbench_rpc_requests_total", service=GATEWAY,
+                                        method="WatchJob", code=code) for code in ("OK", "CANCELLED")) == 3)
     assert moved("workbench_rpc_requests_total", service=CONVERTER, method="ConvertModel", code="OK") == 1
     assert moved("workbench_rpc_requests_total", service=CONVERTER, method="AnalyzeModel", code="UNAUTHENTICATED") == 1
     assert moved("workbench_rpc_requests_total", service="unknown", method="unknown", code="UNAUTHENTICATED") == 1
@@ -103,6 +108,12 @@ def test_the_queue_depth_counts_the_catalog(s3_settings):
         queued = scrape(server.metrics.port)
         assert queued.value("workbench_jobs_queued") == before.value("workbench_jobs_queued") + 1 == 1
         assert queued.value("workbench_jobs_running") == 0
+        # a watch of it the client gives up on (WatchJob holds no thread: counted when grpc says it ended)
+        watch = client.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.id), timeout=30)
+        assert next(watch).event.job_id == job.id
+        watch.cancel()
+        _eventually(lambda: moved_since(before, server.metrics.port, "workbench_rpc_requests_total",
+                                        service=GATEWAY, method="WatchJob", code="CANCELLED") == 1)
         client.cancel_job(job.id)
         after = scrape(server.metrics.port)
         assert after.value("workbench_jobs_queued") == 0
@@ -116,6 +127,17 @@ def test_the_queue_depth_counts_the_catalog(s3_settings):
         server.shutdown(grace=0)
     with pytest.raises(OSError):  # the endpoint went with the server
         scrape(server.metrics.port)
+
+
+def moved_since(before, port: int, name: str, **labels: str) -> float:
+    return scrape(port).value(name, **labels) - before.value(name, **labels)
+
+
+def _eventually(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.05)
 
 
 def test_metrics_are_off_without_a_listen_address(s3_settings):

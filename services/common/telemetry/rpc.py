@@ -52,12 +52,24 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
             return code.name if code is not None else grpc.StatusCode.UNKNOWN.name
 
         def wrap(behavior, response_streaming):
-            if getattr(behavior, "experimental_non_blocking", False):  # health Watch: ends after it returns
-                def non_blocking(request, context, *callback):
+            if getattr(behavior, "experimental_non_blocking", False):  # WatchJob, health Watch: end after returning
+                def non_blocking(request, context, send):
                     start, span = time.perf_counter(), tracing.server_span(method, metadata)
-                    context.add_callback(lambda: ended(start, span, (context.code() or grpc.StatusCode.OK).name))
+                    closed = []  # the handler ended the stream (send(None)); else the client went away
+
+                    def sending(response):
+                        if response is None:
+                            closed.append(True)
+                        send(response)
+
+                    def terminated():
+                        code = context.code()
+                        ended(start, span, code.name if code is not None else OK if closed else CANCELLED)
+
+                    if not context.add_callback(terminated):  # already over
+                        terminated()
                     with tracing.activated(span):
-                        return behavior(request, context, *callback)
+                        return behavior(request, context, sending)
                 return non_blocking
 
             if response_streaming:
