@@ -8,7 +8,11 @@ import dataclasses
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
@@ -19,6 +23,8 @@ from tests.conftest import FRAMES, Workbench, start_services, stop_services
 from tests.harness import tiny_project
 from workbench.client import WorkbenchClient
 from workbench.v1 import common_pb2, quantizer_pb2
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -99,3 +105,26 @@ def test_without_tracing_jobs_carry_no_trace(workbench):
     job = workbench.client.import_dataset("two frames", FRAMES[:2])
     assert job.trace_id == ""
     assert workbench.client.wait_job(job.id).trace_id == ""
+
+
+PROBE = """
+import sys
+import services.gateway.servicer, services.converter.__main__, services.quantizer.__main__
+import services.benchmark.__main__, services.accuracy.__main__
+from services.common.telemetry import tracing
+configured = tracing.configure("gateway")
+print(configured, tracing.tracer() is not None, "opentelemetry.sdk.trace" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("endpoint", "expected"), [(None, "False False False"),
+                                                    ("http://127.0.0.1:4317", "True True True")])
+def test_tracing_is_on_only_with_an_otlp_endpoint(endpoint, expected):
+    """Off (the default), a service never even loads the OpenTelemetry SDK; an OTLP endpoint installs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    result = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected
