@@ -288,7 +288,9 @@ class WorkbenchClient:
     ) -> common_pb2.Job:
         """Upload local files ({ModelFileRole: path}, or uploads already made) and start converting them;
         returns the job."""
-        uploads = [gateway_pb2.ModelUpload(role=role, upload_id=self._uploaded(file).id) for role, file in files.items()]
+        with ThreadPoolExecutor(UPLOADS_AT_ONCE) as pool:  # a cfg or labels file need not wait for the weights
+            uploaded = list(pool.map(self._uploaded, files.values()))
+        uploads = [gateway_pb2.ModelUpload(role=role, upload_id=upload.id) for role, upload in zip(files, uploaded)]
         request = gateway_pb2.ImportModelRequest(
             name=name, framework=framework, files=uploads, options=options, request_id=request_id or uuid.uuid4().hex
         )
