@@ -11,11 +11,24 @@ figure on CPUs that would otherwise run it in bf16), and the quantizer process's
 
     .venv/bin/python bench/quantize.py [--models yolov4-tiny,yolov4] [--seconds 5] [--rounds 3]
                                        [--accuracy-aware 0.03]
+
+--auto-cost: the automatic choice's cost, before (the quantizer as of --before, its services/ extracted with
+git archive) and after (this tree), each side in its own process per round, the sides alternating and the order
+of the measurements within a process too. Each process times, on the same calibration and judged frames: one
+direct nncf.quantize with the Performance preset, one Performance-preset quantization as the service runs it
+(parent, calibration, judging, throughput) and the automatic choice (validation made, all candidates, choice).
+Reported per side: medians of wall and CPU time (the process's, all threads), the ratios auto/direct and
+auto/performance (each from one process, then the median), the winner and a digest of the chosen INT8 model (its IR less the generated node-name numbers).
+
+    .venv/bin/python bench/quantize.py --auto-cost [--models yolov4-tiny,yolov4] [--rounds 3]
+                                       [--yolov4-images 24] [--before REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +64,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--accuracy-aware", type=float, default=0.0, metavar="MAX_DROP",
                         help="also run AccuracyAware with this absolute maximum drop")
+    parser.add_argument("--auto-cost", action="store_true", help="the automatic choice before and after")
+    parser.add_argument("--before", default="c1d68bb~1", help="the quantizer to compare with (--auto-cost)")
+    parser.add_argument("--yolov4-images", type=int, default=24,
+                        help="full YOLOv4 calibrates on this many frames and is judged on as many (--auto-cost)")
     args = parser.parse_args()
+    if args.auto_cost:
+        emit(auto_cost(args))
+        return
     figures: dict = {"frames": len(FRAMES), "models": {}}
     with tempfile.TemporaryDirectory(prefix="bench-quantize-") as tmp, seaweed() as (_, settings):
         work, store, bucket = Path(tmp), ObjectStore.from_settings(settings), settings.bucket
@@ -157,6 +177,112 @@ def quantize(stub, artifact, dataset, bucket, preset, **config) -> tuple[quantiz
         else:
             result = response.result
     return result, events
+
+
+# One side of --auto-cost in its own process: argv = services root, model, frames (0: all), order of the two
+# service-path measurements. The services package comes from the first folder, everything else from this repo.
+AUTO_COST_SIDE = r"""
+import hashlib, json, re, sys, tempfile, time
+from pathlib import Path
+services_root, name, frames, order = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.path[:0] = [services_root, sys.argv[5]]
+import cv2, nncf, openvino as ov
+from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+from services.converter.darknet import convert_darknet
+from services.quantizer import calibrate
+from services.quantizer.validation import model_input, split, validation_for
+from services.reference_models import DATA, yolov4_generated, yolov4_tiny
+from workbench_runtime.preprocess import Preprocessing
+assert calibrate.__file__.startswith(services_root), calibrate.__file__
+files = yolov4_tiny() if name == "yolov4-tiny" else yolov4_generated()
+model = convert_darknet(files.cfg, files.weights, names=files.names)
+preprocess = Preprocessing.from_model(model)
+paths = sorted((DATA / "vtest").glob("*.jpg"))
+paths = paths[:2 * frames] if frames else paths
+inputs = [model_input(cv2.imread(str(p)), preprocess) for p in paths]
+calibration, judged = split(inputs, list(range(len(inputs))))
+tensors = [tensor for tensor, _, _ in calibration]
+quiet = lambda *a, **k: None
+
+def digest(m):
+    with tempfile.TemporaryDirectory() as folder:
+        ov.save_model(m, folder + "/m.xml", compress_to_fp16=False)
+        xml = re.sub(r'name="([A-Za-z]+)_\d+"', r'name="\1_N"', Path(folder, "m.xml").read_text())
+        return hashlib.sha256(xml.encode() + Path(folder, "m.bin").read_bytes()).hexdigest()[:16]
+
+figures = {"calibration_images": len(tensors), "judged_images": len(judged)}
+start, cpu = time.perf_counter(), time.process_time()
+overflow = calibrate.OVERFLOW[calibrate.overflow_choices(calibrate.QuantizeConfig())[0]]
+nncf.quantize(model.clone(), nncf.Dataset([t[None] for t in tensors]), preset=nncf.QuantizationPreset.PERFORMANCE,
+              subset_size=len(tensors), advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow))
+figures["direct_s"], figures["direct_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
+for preset in order.split(","):
+    start, cpu = time.perf_counter(), time.process_time()
+    validation = validation_for(model, judged, preprocess, None, quiet)
+    outcome = calibrate.quantize(model, tensors, calibrate.QuantizeConfig(preset=preset), validation, quiet)
+    figures[preset + "_s"], figures[preset + "_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
+    figures[preset] = {"winner": next(c.description for c in outcome.candidates if c.chosen),
+                       "model": digest(outcome.model), "metric_before": outcome.metric_before,
+                       "candidates": [[c.description, round(c.metric, 4), round(c.throughput_fps, 1)]
+                                      for c in outcome.candidates]}
+print(json.dumps(figures))
+"""
+
+
+def auto_cost(args) -> dict:
+    repo = Path(__file__).resolve().parents[1]
+    before = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=repo, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    figures: dict = {"before": before, "after": "this tree", "models": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-auto-cost-") as old:
+        archive = subprocess.run(["git", "archive", before, "services"], cwd=repo, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+        (Path(old) / "data").symlink_to(repo / "data")  # services.reference_models reads its folder's data/
+        roots = {"before": old, "after": str(repo)}
+        for name in args.models.split(","):
+            frames = args.yolov4_images if name == "yolov4" else 0
+            runs: dict = {"before": [], "after": []}
+            for round_ in range(args.rounds):
+                sides = ["before", "after"] if round_ % 2 == 0 else ["after", "before"]
+                order = "performance,auto" if round_ % 2 == 0 else "auto,performance"
+                for side in sides:
+                    done = subprocess.run([sys.executable, "-c", AUTO_COST_SIDE, roots[side], name, str(frames), order,
+                                           str(repo)], capture_output=True, text=True)
+                    if done.returncode:
+                        raise SystemExit(f"{side} {name}: {done.stderr[-3000:]}")
+                    runs[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                    print(name, side, round_, json.dumps(runs[side][-1]), file=sys.stderr, flush=True)
+            figures["models"][name] = {side: summary(measured) for side, measured in runs.items()}
+            ours, theirs = figures["models"][name]["after"], figures["models"][name]["before"]
+            figures["models"][name]["same_winner"] = ours["winner"] == theirs["winner"]
+            figures["models"][name]["same_chosen_model"] = ours["chosen_model"] == theirs["chosen_model"]
+            figures["models"][name]["auto_after_over_before"] = round(ours["auto_s"] / theirs["auto_s"], 3)
+    figures["targets"] = {"auto_over_performance": "<= 2", "same_winner": True}
+    return figures
+
+
+def summary(measured: list[dict]) -> dict:
+    """Medians of the rounds; ratios within each process first; the winner and model of every round."""
+    winners = {m["auto"]["winner"] for m in measured}
+    models = {m["auto"]["model"] for m in measured}
+    return {
+        "calibration_images": measured[0]["calibration_images"], "judged_images": measured[0]["judged_images"],
+        "rounds": len(measured),
+        "direct_performance_s": round(median([m["direct_s"] for m in measured]), 2),
+        "performance_s": round(median([m["performance_s"] for m in measured]), 2),
+        "auto_s": round(median([m["auto_s"] for m in measured]), 2),
+        "auto_over_direct_performance": round(median([m["auto_s"] / m["direct_s"] for m in measured]), 2),
+        "auto_over_performance": round(median([m["auto_s"] / m["performance_s"] for m in measured]), 2),
+        # CPU time of the process (all its threads): less moved by the other work on a shared machine
+        "cpu_s": {k: round(median([m[k + "_cpu_s"] for m in measured]), 2) for k in ("direct", "performance", "auto")},
+        "cpu_auto_over_direct_performance": round(median([m["auto_cpu_s"] / m["direct_cpu_s"] for m in measured]), 2),
+        "cpu_auto_over_performance": round(median([m["auto_cpu_s"] / m["performance_cpu_s"] for m in measured]), 2),
+        "winner": winners.pop() if len(winners) == 1 else sorted(winners),
+        "chosen_model": models.pop() if len(models) == 1 else sorted(models),
+        "performance_model": measured[0]["performance"]["model"],
+        "candidates": measured[-1]["auto"]["candidates"],
+    }
 
 
 if __name__ == "__main__":

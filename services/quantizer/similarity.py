@@ -18,17 +18,26 @@ SAMPLE = 64  # images per set: enough for the coefficient, cheap even for full Y
 
 def features(model: ov.Model, tensors: list[np.ndarray]) -> np.ndarray | None:
     """One vector per image; None when the model has no 4D convolution to probe."""
+    found = _features(model, [tensors])
+    return None if found is None else found[0]
+
+
+def _features(model: ov.Model, sets: list[list[np.ndarray]]) -> list[np.ndarray] | None:
+    """features() of each set, the probe compiled once."""
     convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"
              and op.get_output_partial_shape(0).rank.get_length() == 4
              and op.get_output_partial_shape(0)[2].is_static and op.get_output_partial_shape(0)[3].is_static]
-    if not convs or not tensors:
+    if not convs or not all(sets):
         return None
     area = lambda op: op.get_output_partial_shape(0)[2].get_length() * op.get_output_partial_shape(0)[3].get_length()
     deepest = min(convs, key=area)  # the first convolution at the smallest resolution: the backbone's end
     probe = ov.Core().compile_model(ov.Model([deepest.output(0)], model.get_parameters()), "CPU")
     request = probe.create_infer_request()
-    picks = np.linspace(0, len(tensors) - 1, min(SAMPLE, len(tensors))).round().astype(int)
-    return np.stack([request.infer({0: tensors[i][None]})[0].mean(axis=(0, 2, 3)) for i in picks])
+    found = []
+    for tensors in sets:
+        picks = np.linspace(0, len(tensors) - 1, min(SAMPLE, len(tensors))).round().astype(int)
+        found.append(np.stack([request.infer({0: tensors[i][None]})[0].mean(axis=(0, 2, 3)) for i in picks]))
+    return found
 
 
 def energy_coefficient(x: np.ndarray, y: np.ndarray) -> float:
@@ -42,10 +51,10 @@ def energy_coefficient(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def unlike_warning(model: ov.Model, calibration: list[np.ndarray], evaluation: list[np.ndarray]) -> str | None:
-    ours, theirs = features(model, calibration), features(model, evaluation)
-    if ours is None or theirs is None:
+    found = _features(model, [calibration, evaluation])
+    if found is None:
         return None
-    coefficient = energy_coefficient(ours, theirs)
+    coefficient = energy_coefficient(*found)
     if coefficient <= UNLIKE_ABOVE:
         return None
     return (f"the calibration images are unlike the images the model is judged on (energy coefficient "
