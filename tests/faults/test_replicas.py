@@ -59,7 +59,9 @@ class Replicas:
 def start_second_gateway(stack: LocalStack, port: int | None = None) -> tuple[subprocess.Popen, str]:
     """Another gateway process, configured as the stack's own, on its own port."""
     port = port or free_ports(1)[0]
-    env = {**stack.service_env("gateway"), "WORKBENCH_LISTEN": f"127.0.0.1:{port}", "WORKBENCH_JOB_LEASE_SECONDS": "3"}
+    # its metrics on a port of its own too (0: any free one), not the first gateway's
+    env = {**stack.service_env("gateway"), "WORKBENCH_LISTEN": f"127.0.0.1:{port}", "WORKBENCH_JOB_LEASE_SECONDS": "3",
+           "WORKBENCH_METRICS_LISTEN": "127.0.0.1:0"}
     log = (stack.log_dir / "gateway-2.log").open("ab")
     process = subprocess.Popen([sys.executable, "-m", "services.gateway"], env=env, cwd=REPO,
                                stdout=log, stderr=log, start_new_session=True)
