@@ -9,6 +9,7 @@ the parent's predictions) and a throughput measurement.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
@@ -185,13 +186,20 @@ def _advanced(setting: Setting) -> AdvancedQuantizationParameters:
     return AdvancedQuantizationParameters(overflow_fix=OVERFLOW[setting.overflow_fix])
 
 
-def _quantize_once(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, setting: Setting,
-                   count: int) -> ov.Model:
+@contextmanager
+def _refusals():
+    """NNCF's refusal of a configuration (e.g. an ignored scope that matches nothing) is the request's fault."""
     try:
-        return nncf.quantize(model.clone(), data, advanced_parameters=_advanced(setting),
-                             **_nncf_kwargs(config, setting, count))
+        yield
     except nncf.ValidationError as exc:
         raise InvalidArgument(f"NNCF refused the configuration: {exc}", field="config") from None
+
+
+def _quantize_once(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, setting: Setting,
+                   count: int) -> ov.Model:
+    with _refusals():
+        return nncf.quantize(model.clone(), data, advanced_parameters=_advanced(setting),
+                             **_nncf_kwargs(config, setting, count))
 
 
 def calibrations(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, settings: list[Setting],
@@ -203,12 +211,10 @@ def calibrations(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, se
     settings' statistic points are all on the FP model, so they are collected together in one pass; MinMax
     depends on the preset and overflow fix only, so settings differing in bias correction share its model.
     Pipelines of more steps (transformer models: SmoothQuant first) or with If bodies are run one by one."""
-    try:
+    with _refusals():
         kwargs = {setting: _nncf_kwargs(config, setting, count) for setting in settings}
         pipelines = {setting: create_ptq_pipeline(advanced_parameters=_advanced(setting), **kwargs[setting])
                      for setting in settings}
-    except nncf.ValidationError as exc:
-        raise InvalidArgument(f"NNCF refused the configuration: {exc}", field="config") from None
     steps = {setting: pipeline.pipeline_steps for setting, pipeline in pipelines.items()}
     if not share or get_number_if_op(model) or any(
             len(step) != 1 or not isinstance(step[0][0], MinMaxQuantization) for step in steps.values()):
@@ -223,16 +229,18 @@ def calibrations(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, se
     for setting in settings:
         minmax.setdefault((setting.preset, setting.overflow_fix), steps[setting][0][0])
     aggregator = StatisticsAggregatorFactory.create(model, data)
-    for algorithm in [*minmax.values(), *(a for s in settings for a in steps[s][0][1:])]:
-        aggregator.register_statistic_points(algorithm.get_statistic_points(model, graph))
-    aggregator.collect_statistics(model, graph)
+    with _refusals():
+        for algorithm in [*minmax.values(), *(a for s in settings for a in steps[s][0][1:])]:
+            aggregator.register_statistic_points(algorithm.get_statistic_points(model, graph))
+        aggregator.collect_statistics(model, graph)
     statistics = aggregator.statistic_points
 
     quantized_by = {}  # (preset, overflow fix) -> MinMax's model and graph, while a setting still needs them
     for i, setting in enumerate(settings):
         key = (setting.preset, setting.overflow_fix)
         if key not in quantized_by:
-            quantized = minmax[key].apply(model, graph, statistics)
+            with _refusals():
+                quantized = minmax[key].apply(model, graph, statistics)
             quantized_by[key] = (quantized, build_graph(quantized))
         quantized, quantized_graph = quantized_by[key]
         if not any((s.preset, s.overflow_fix) == key for s in settings[i + 1:]):
@@ -340,16 +348,13 @@ def _accuracy_aware(model, data, config, setting: Setting, count, validation: Va
         report("accuracy_control", 0.7, f"{validation.name} {value:.4f}", metric=value)
         return value
 
-    try:
+    with _refusals():
         return nncf.quantize_with_accuracy_control(
             model.clone(), data, data, validate, max_drop=config.max_drop,
             drop_type=DropType.RELATIVE if config.drop_type == "relative" else DropType.ABSOLUTE,
-            advanced_quantization_parameters=AdvancedQuantizationParameters(
-                overflow_fix=OVERFLOW[setting.overflow_fix]),
+            advanced_quantization_parameters=_advanced(setting),
             **_nncf_kwargs(config, setting, count),
         )
-    except nncf.ValidationError as exc:
-        raise InvalidArgument(f"NNCF refused the configuration: {exc}", field="config") from None
 
 
 def float_layers(model: ov.Model) -> list[str]:

@@ -151,3 +151,12 @@ def test_the_choice_and_its_model_are_the_same_without_sharing(monkeypatch, tmp_
     assert [(c.description, c.metric, c.chosen) for c in shared.candidates] == [
         (c.description, c.metric, c.chosen) for c in alone.candidates]
     assert ir(shared.model, tmp_path / "shared") == ir(alone.model, tmp_path / "alone")
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_a_scope_nncf_refuses_is_the_requests_fault_with_or_without_sharing(monkeypatch, tmp_path, share):
+    model, config = small_model(tmp_path), QuantizeConfig(ignored_scope=("no such layer.*",))
+    data = nncf.Dataset([image[None] for image in images(2)])
+    with pytest.raises(InvalidArgument) as err:
+        list(calibrations(model, data, config, candidate_settings(config), 2, share=share))
+    assert err.value.field == "config" and "NNCF refused" in str(err.value)
