@@ -130,9 +130,9 @@ def build_workbench(base: str) -> str:
     tag = f"localhost/workbench:{digest(base, stamp, files_digest(CONTEXT))}"
     if not image_exists(tag):
         say(f"building {tag} from deploy/Dockerfile (base {base}, wheels from {wheels.relative_to(REPO)})")
-        # no --layers: the pip step follows the COPY of services/, so a cached layer would rarely be reused,
-        # and each kept one is an image of up to a gigabyte
-        podman("build", "--pull=never", "--file", str(REPO / "deploy/Dockerfile"),
+        # no layer cache (podman keeps one by default): the pip step follows the COPY of services/, so a cached
+        # layer would rarely be reused, and each kept one is an image of up to a gigabyte
+        podman("build", "--pull=never", "--layers=false", "--file", str(REPO / "deploy/Dockerfile"),
                "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1",
                "--build-arg", "PIP_FIND_LINKS=/wheelhouse", "--volume", f"{wheels}:/wheelhouse:ro",
                "--label", LABEL, "--tag", tag, str(REPO), timeout=1800)
@@ -150,7 +150,7 @@ def _stand_in(name: str, base: str, context: Path, containerfile: Path, inputs: 
     for path in inputs:
         (shutil.copytree if path.is_dir() else shutil.copy2)(path, context / path.name)
     try:
-        podman("build", "--pull=never", "--file", str(containerfile), "--build-arg", f"BASE_IMAGE={base}",
+        podman("build", "--pull=never", "--layers=false", "--file", str(containerfile), "--build-arg", f"BASE_IMAGE={base}",
                "--label", LABEL, "--tag", tag, str(context), timeout=900)
     finally:
         shutil.rmtree(context, ignore_errors=True)

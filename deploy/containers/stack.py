@@ -11,9 +11,9 @@ Deployment, StatefulSet and the setup Job becomes one container (one replica eac
 manifest's image (build.py tags the local builds with those names), command and args, environment (values,
 ConfigMaps and Secrets resolved), user and groups, read-only root filesystem (and no other writable path than its
 volumes), dropped capabilities, no-new-privileges, CPU and memory limits and grace period. emptyDir volumes are
-tmpfs mounts of their size limit (a podman volume where a pod's containers share one), claim templates are
-podman volumes, ConfigMap and Secret volumes are files written here and mounted read-only with the manifests'
-modes. Every Service that selects a pod becomes a network alias of its container, so the endpoints in the
+tmpfs mounts of their size limit (a folder of this machine where a pod's containers share one, in /dev/shm when
+the manifest asks for memory), claim templates are podman volumes, ConfigMap and Secret volumes are files
+written here and mounted read-only with the manifests' modes. Every Service that selects a pod becomes a network alias of its container, so the endpoints in the
 ConfigMap (dns:///converter-headless:50052, seaweedfs:8333, postgres:5432) resolve as in the cluster. Init
 containers run to completion first. The setup Job's image (minio/mc) has no stand-in; the same step (create the
 bucket with the administrator's keys) runs in the Workbench image, under the Job's settings.
