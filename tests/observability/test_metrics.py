@@ -15,7 +15,7 @@ from tests.conftest import FRAMES
 from tests.harness import tiny_project
 from tests.observability.conftest import scrape
 from workbench.client import WorkbenchClient, WorkbenchError
-from workbench.v1 import common_pb2, gateway_pb2
+from workbench.v1 import benchmark_pb2, benchmark_pb2_grpc, common_pb2, gateway_pb2
 
 GATEWAY, CONVERTER = "workbench.v1.GatewayService", "workbench.v1.ConverterService"
 BENCHMARK = "workbench.v1.BenchmarkService"
@@ -34,6 +34,18 @@ def test_a_flow_moves_the_metrics_by_what_it_did(metered):
     with pytest.raises(WorkbenchError) as missing:
         client.get_project("prj_not-an-id")
     assert missing.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+    # a blocking stream its caller leaves half read (a worker call the gateway cancels, here made directly): counted
+    # once grpc closes it, as CANCELLED, and its slot is free again
+    with grpc.insecure_channel(servers["benchmark"].address) as channel:
+        measuring = benchmark_pb2_grpc.BenchmarkServiceStub(channel).Benchmark(
+            benchmark_pb2.BenchmarkRequest(model=client.get_model(project.model_id).artifact,
+                                           config=common_pb2.BenchmarkConfig(duration_seconds=30, random_inputs=True)),
+            metadata=[("authorization", "Bearer internal")], timeout=60)
+        assert next(measuring).WhichOneof("event") == "progress"
+        measuring.cancel()
+        _eventually(lambda: moved_since(before, gateway_port, "workbench_rpc_requests_total", service=BENCHMARK,
+                                        method="Benchmark", code="CANCELLED") == 1)
 
     # a worker refuses calls without the internal token: counted under the method and UNAUTHENTICATED; a
     # made-up method gets no series of its own (callers cannot grow the metrics), only "unknown"
@@ -64,7 +76,7 @@ def test_a_flow_moves_the_metrics_by_what_it_did(metered):
     assert moved("workbench_rpc_requests_total", service=BENCHMARK, method="Benchmark", code="OK") == 1
     assert moved("workbench_rpc_duration_seconds_count", service=GATEWAY, method="CreateProject") == 1
     assert moved("workbench_rpc_duration_seconds_count", service=GATEWAY, method="GetProject") == 1
-    assert moved("workbench_rpc_duration_seconds_count", service=BENCHMARK, method="Benchmark") == 1
+    assert moved("workbench_rpc_duration_seconds_count", service=BENCHMARK, method="Benchmark") == 2  # one cancelled
     # the benchmark stream's latency covers its measuring (0.5 s at least)
     assert moved("workbench_rpc_duration_seconds_sum", service=BENCHMARK, method="Benchmark") >= 0.5
 
