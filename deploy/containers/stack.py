@@ -5,18 +5,18 @@
     python deploy/containers/stack.py down   # remove the containers, the network and the volumes (images stay)
     python deploy/containers/stack.py run    # up, flow, down; the last line is JSON with the figures
 
-Nothing is written twice: `kubectl kustomize deploy/k8s/overlays/dev` (with the SeaweedFS component switched on
-as deploy/README.md says, since MinIO has no Debian package to build a stand-in from) is read, and each
-Deployment, StatefulSet and the setup Job becomes one container (one replica each, as dev runs) with the
-manifest's image (build.py tags the local builds with those names), command and args, environment (values,
-ConfigMaps and Secrets resolved), user and groups, read-only root filesystem (and no other writable path than its
-volumes), dropped capabilities, no-new-privileges, CPU and memory limits and grace period. emptyDir volumes are
-tmpfs mounts of their size limit (a folder of this machine where a pod's containers share one, in /dev/shm when
-the manifest asks for memory), claim templates are podman volumes, ConfigMap and Secret volumes are files
-written here and mounted read-only with the manifests' modes. Every Service that selects a pod becomes a network alias of its container, so the endpoints in the
-ConfigMap (dns:///converter-headless:50052, seaweedfs:8333, postgres:5432) resolve as in the cluster. Init
-containers run to completion first. The setup Job's image (minio/mc) has no stand-in; the same step (create the
-bucket with the administrator's keys) runs in the Workbench image, under the Job's settings.
+Nothing is written twice: `kubectl kustomize deploy/k8s/overlays/dev` (with the SeaweedFS component switched on as
+deploy/README.md says, since MinIO has no Debian package to build a stand-in from) is read, and each Deployment,
+StatefulSet and the setup Job becomes one container (one replica each, as dev runs) with the manifest's image
+(build.py tags the local builds with those names), command and args, environment (values, ConfigMaps and Secrets
+resolved), user and groups, read-only root filesystem (and no other writable path than its volumes), dropped
+capabilities, no-new-privileges, CPU and memory limits and grace period. emptyDir volumes are tmpfs mounts of their
+size limit (a folder of this machine where a pod's containers share one, in /dev/shm when the manifest asks for
+memory), claim templates are podman volumes, ConfigMap and Secret volumes are files written here and mounted
+read-only with the manifests' modes. Every Service that selects a pod becomes a network alias of its container, so
+the endpoints in the ConfigMap (dns:///converter-headless:50052, seaweedfs:8333, postgres:5432) resolve as in the
+cluster. Init containers run to completion first. The setup Job's image (minio/mc) has no stand-in; the same step
+(create the bucket with the administrator's keys) runs in the Workbench image, under the Job's settings.
 
 Health is what the manifests' probes ask: gRPC health and HTTP /healthz through ports published on 127.0.0.1, and
 exec probes through `podman exec`; each part gets its startup probe's time (period x failure threshold).
@@ -261,6 +261,8 @@ def podman_args(part: Part, container: dict, manifests: Manifests, namespace: st
     if "memory" in limits:
         args += ["--memory", str(int(quantity(limits["memory"])))]
     env = manifests.env(container, part.pod, namespace)
+    if any("\n" in value for value in env.values()):
+        raise ContainerError(f"{part.pod}/{container['name']}: a multi-line variable cannot go into an env file")
     if env:
         _write(state / "env", "".join(f"{k}={v}\n" for k, v in env.items()), 0o600, 0)
         args += ["--env-file", str(state / "env")]
@@ -357,7 +359,9 @@ def probe(part: Part) -> str:
         return http_health(f"http://127.0.0.1:{host_port(name, ports.get(port, port))}{spec['httpGet']['path']}")
     result = subprocess.run(["podman", "exec", name, *spec["exec"]["command"]], capture_output=True, text=True,
                             env=environment(), timeout=spec.get("timeoutSeconds", 5) + 10)
-    return "SERVING" if result.returncode == 0 else (result.stdout + result.stderr).strip() or f"exit {result.returncode}"
+    if result.returncode == 0:
+        return "SERVING"
+    return (result.stdout + result.stderr).strip() or f"exit {result.returncode}"
 
 
 def wait_healthy(group: list[Part]) -> None:
@@ -468,6 +472,8 @@ def flow(frames: int = FLOW_FRAMES, benchmark_s: float = FLOW_BENCHMARK_S) -> di
     from services.reference_models import DATA, yolov4_tiny
     from workbench.client import WorkbenchClient
 
+    if not (STATE / "stack.json").is_file():
+        raise ContainerError("the stack is not up: run `stack.py up` first")
     state = json.loads((STATE / "stack.json").read_text())
     files = yolov4_tiny()
     dataset = demo.dataset_files(DATA / "vtest")[:frames]
