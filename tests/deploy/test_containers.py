@@ -22,6 +22,7 @@ from tests.deploy.conftest import REPO, in_ci
 CONTAINERS = REPO / "deploy" / "containers"
 sys.path.insert(0, str(CONTAINERS))
 import engine  # noqa: E402 (deploy/containers is not a package: its scripts import each other by name)
+import stack as runner  # noqa: E402
 
 # the workloads of the dev overlay with the SeaweedFS component, and the user each runs as
 EXPECTED = {"gateway": 10001, "converter": 10001, "quantizer": 10001, "benchmark": 10001, "accuracy": 10001,
@@ -97,3 +98,37 @@ def test_the_flow_through_the_gateway_makes_a_real_child_benchmarks_and_report(s
                          "--dbname=workbench", "--tuples-only", "--no-align", "--command",
                          f"select count(*) from projects where id = '{flow['child_id']}' and parent_id is not null")
     assert rows == "1"
+
+
+def test_the_podman_options_come_from_the_rendered_manifests(tmp_path, monkeypatch):
+    """Without running anything: the gateway's and SeaweedFS's pods as podman options, and a planted change in the
+    manifests reaching them (the options are derived, not written a second time)."""
+    if os.geteuid() != 0:
+        pytest.skip("the mounted Secret files are given to the pod's fsGroup, which takes root")
+    monkeypatch.setattr(runner, "STATE", tmp_path)
+    manifests = runner.Manifests(runner.render())
+    found = runner.parts(manifests)
+    gateway = found["gateway"]
+    args = runner.podman_args(gateway, gateway.main, manifests, "workbench-dev", set())
+    line = " ".join(args)
+    for option in ("--user 10001:10001", "--group-add 10001", "--read-only --read-only-tmpfs=false", "--cap-drop=all",
+                   "--security-opt=no-new-privileges", "--network-alias gateway", "--publish 127.0.0.1::50051",
+                   "type=tmpfs,destination=/tmp,tmpfs-mode=0777,U=true,tmpfs-size=268435456"):
+        assert option in line, option
+    assert args[-2:] == ['["python", "-m", "services.gateway"]', "workbench:0.1.0"]
+    env = (tmp_path / "workbench-gateway" / "env").read_text().splitlines()
+    assert "WORKBENCH_S3_ENDPOINT=seaweedfs:8333" in env
+    assert "WORKBENCH_DATABASE_URL=postgresql://workbench:dev-database-password-not-for-production@postgres:5432/" \
+           "workbench" in env
+    assert (tmp_path / "workbench-gateway" / "env").stat().st_mode & 0o777 == 0o600
+    # the Secret files SeaweedFS's init container reads: 0440, its fsGroup's
+    seaweedfs = found["seaweedfs"]
+    init = seaweedfs.spec["initContainers"][0]
+    runner.podman_args(seaweedfs, init, manifests, "workbench-dev", runner.shared_volumes(seaweedfs))
+    key = tmp_path / "workbench-seaweedfs-identities" / "volumes" / "keys" / "gateway" / "access-key"
+    assert key.read_text() == "gateway" and key.stat().st_mode & 0o777 == 0o440 and key.stat().st_gid == 1000
+    # planted: a writable root filesystem and another user in the manifest
+    gateway.main["securityContext"]["readOnlyRootFilesystem"] = False
+    gateway.spec["securityContext"]["runAsUser"] = 10002
+    line = " ".join(runner.podman_args(gateway, gateway.main, manifests, "workbench-dev", set()))
+    assert "--read-only" not in line and "--user 10002:10001" in line
