@@ -9,9 +9,10 @@ what it receives, to show the export really happened). Off: no metrics endpoint,
 The flow, as bench/flow.py's services side: SeaweedFS and the five services as real processes; import the
 real yolov4-tiny and the 80 vtest frames, optimize (Performance preset), benchmark parent and child, evaluate
 the child. Also a unary RPC loop (GetProject), where a per-call cost would show most. Prints one JSON object
-last, with on_over_off (target <= 1.02).
+last, with on_over_off (target <= 1.02). --rpc-only: a gateway alone, GetProject's latency with everything off,
+metrics only and tracing only.
 
-    .venv/bin/python bench/overhead.py [--runs 3] [--duration 2] [--rpcs 2000]
+    .venv/bin/python bench/overhead.py [--runs 3] [--duration 2] [--rpcs 2000] [--rpc-only]
 """
 
 from __future__ import annotations
@@ -174,12 +175,44 @@ def run_flow(on: bool, duration: float, rpcs: int) -> dict:
     return figures
 
 
+def rpc_by_mode(rounds: int, rpcs: int) -> dict[str, float]:
+    """A gateway process alone: GetProject's latency with everything off, metrics only and tracing only
+    (alternated, median of rounds), to tell the two costs apart."""
+    results: dict[str, list[float]] = {"off": [], "metrics": [], "tracing": []}
+    with seaweed() as (_, settings):
+        for _ in range(rounds):
+            for mode in results:
+                with contextlib.ExitStack() as stack:
+                    own = settings
+                    if mode == "metrics":
+                        own = dataclasses.replace(settings, metrics_listen=f"127.0.0.1:{free_port()}")
+                    if mode == "tracing":
+                        endpoint, _ = stack.enter_context(collector())
+                        stack.enter_context(environment({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}))
+                    client = WorkbenchClient(stack.enter_context(service_process("gateway", own))[1])
+                    stack.callback(client.close)
+                    project = client.create_project("p")
+                    for _ in range(200):  # warm: connections, caches
+                        client.get_project(project.id)
+                    start = time.perf_counter()
+                    for _ in range(rpcs):
+                        client.get_project(project.id)
+                    results[mode].append((time.perf_counter() - start) / rpcs * 1e6)
+    return {mode: round(median(values), 1) for mode, values in results.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per benchmark")
     parser.add_argument("--rpcs", type=int, default=2000, help="GetProject calls in the unary loop")
+    parser.add_argument("--rpc-only", action="store_true", help="only the gateway's unary latency by mode")
     args = parser.parse_args()
+    if args.rpc_only:
+        by_mode = rpc_by_mode(args.runs, args.rpcs)
+        emit({"get_project_us": by_mode, "metrics_over_off": round(by_mode["metrics"] / by_mode["off"], 3),
+              "tracing_over_off": round(by_mode["tracing"] / by_mode["off"], 3)})
+        return
     yolov4_tiny()  # fetch the weights before timing
     runs: dict[str, list[dict]] = {"off": [], "on": []}
     for index in range(args.runs):
