@@ -59,7 +59,7 @@ class QuantizeConfig:
 class Candidate:
     description: str
     metric: float
-    throughput_fps: float
+    throughput_fps: float  # 0: not measured, its metric was out of reach of the best
     chosen: bool = False
 
 
