@@ -214,21 +214,17 @@ class _CallDetails(
     pass
 
 
-class BearerTokenInterceptor(
+class MetadataClientInterceptor(
     grpc.UnaryUnaryClientInterceptor,
     grpc.UnaryStreamClientInterceptor,
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    """Adds `authorization: Bearer <token>` to every call on a channel (grpc.intercept_channel)."""
-
-    def __init__(self, token: str):
-        self._metadata = bearer_metadata(token)
+    """A channel interceptor that rewrites every call's details (metadata) the same way, whatever its arity:
+    subclasses say how in _details."""
 
     def _details(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        metadata = [m for m in (d.metadata or ()) if m[0] != "authorization"] + list(self._metadata)
-        return _CallDetails(d.method, d.timeout, metadata, d.credentials,
-                            getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
+        raise NotImplementedError
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
         return continuation(self._details(client_call_details), request)
@@ -241,3 +237,18 @@ class BearerTokenInterceptor(
 
     def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
         return continuation(self._details(client_call_details), request_iterator)
+
+
+def with_metadata(d: grpc.ClientCallDetails, metadata) -> grpc.ClientCallDetails:
+    return _CallDetails(d.method, d.timeout, metadata, d.credentials, getattr(d, "wait_for_ready", None),
+                        getattr(d, "compression", None))
+
+
+class BearerTokenInterceptor(MetadataClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call on a channel (grpc.intercept_channel)."""
+
+    def __init__(self, token: str):
+        self._metadata = bearer_metadata(token)
+
+    def _details(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return with_metadata(d, [m for m in (d.metadata or ()) if m[0] != "authorization"] + list(self._metadata))

@@ -12,7 +12,7 @@ import time
 import grpc
 from google.protobuf import descriptor_pool
 
-from services.common.interceptors import _CallDetails, rebuild_handler
+from services.common.interceptors import MetadataClientInterceptor, rebuild_handler, with_metadata
 from services.common.telemetry import metrics, tracing
 
 OK, CANCELLED = grpc.StatusCode.OK.name, grpc.StatusCode.CANCELLED.name
@@ -116,27 +116,8 @@ def _declared(service: str, method: str) -> bool:
         return False
 
 
-class TracingClientInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
+class TracingClientInterceptor(MetadataClientInterceptor):
     """Adds the current trace context (`traceparent`) to every call; channels get it only with tracing on."""
 
-    @staticmethod
-    def _details(d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        return _CallDetails(d.method, d.timeout, tracing.outgoing_metadata(d.metadata), d.credentials,
-                            getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_unary_stream(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
-
-    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
+    def _details(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return with_metadata(d, tracing.outgoing_metadata(d.metadata))
