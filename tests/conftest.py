@@ -4,11 +4,13 @@ bench/harness.py calls too."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -139,18 +141,30 @@ def stop_services(servers: dict[str, ServiceServer]) -> None:
         server.shutdown(grace=0)
 
 
+@contextlib.contextmanager
+def running_workbench(settings: Settings, worker_settings: dict[str, Settings] | None = None) -> Iterator[Workbench]:
+    """start_services on free ports with a short grace and an internal token, and a client of its gateway;
+    everything stopped on the way out."""
+    settings = dataclasses.replace(settings, listen="127.0.0.1:0", grace_seconds=1.0, internal_token="internal")
+    settings, servers = start_services(settings, {
+        name: dataclasses.replace(own, listen="127.0.0.1:0", grace_seconds=1.0, internal_token="internal")
+        for name, own in (worker_settings or {}).items()})
+    client = WorkbenchClient(servers["gateway"].address, timeout=60)
+    try:
+        yield Workbench(client, settings, servers)
+    finally:
+        client.close()
+        stop_services(servers)
+
+
 FRAMES = sorted((Path(__file__).resolve().parents[1] / "data" / "vtest").glob("*.jpg"))[::5]  # 16 frames
 
 
 @pytest.fixture
 def workbench(s3_settings):
     """The four worker services and a gateway dialing them, sharing an internal token, on this test's bucket."""
-    settings, servers = start_services(dataclasses.replace(s3_settings, listen="127.0.0.1:0", grace_seconds=1.0,
-                                                           internal_token="internal"))
-    client = WorkbenchClient(servers["gateway"].address, timeout=60)
-    yield Workbench(client, settings, servers)
-    client.close()
-    stop_services(servers)
+    with running_workbench(s3_settings) as running:
+        yield running
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Workbench, start_services, stop_services
-from workbench.client import WorkbenchClient
+from tests.conftest import running_workbench
 
 
 class Scrape(dict):
@@ -38,13 +37,9 @@ def scrape(port: int) -> Scrape:
 @pytest.fixture
 def metered(s3_settings):
     """Every service in-process, each with a metrics endpoint on a free port, and a benchmark worker with slots."""
-    settings = dataclasses.replace(s3_settings, listen="127.0.0.1:0", grace_seconds=1.0, internal_token="internal",
-                                   metrics_listen="127.0.0.1:0")
-    settings, servers = start_services(settings, {"benchmark": dataclasses.replace(settings, slots=2)})
-    client = WorkbenchClient(servers["gateway"].address, timeout=60)
-    yield Workbench(client, settings, servers)
-    client.close()
-    stop_services(servers)
+    settings = dataclasses.replace(s3_settings, metrics_listen="127.0.0.1:0")
+    with running_workbench(settings, {"benchmark": dataclasses.replace(settings, slots=2)}) as running:
+        yield running
 
 
 @pytest.fixture

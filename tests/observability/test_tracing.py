@@ -4,7 +4,6 @@ requests all share one trace id, which the job carries and its log lines name.""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import logging
@@ -19,9 +18,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from services.common import logs
-from tests.conftest import FRAMES, Workbench, start_services, stop_services
+from tests.conftest import FRAMES, running_workbench
 from tests.harness import tiny_project
-from workbench.client import WorkbenchClient
 from workbench.v1 import common_pb2, quantizer_pb2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,12 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def traced(spans, s3_settings):
     """Every service in-process, made after tracing was turned on (the `spans` fixture)."""
-    settings, servers = start_services(dataclasses.replace(s3_settings, listen="127.0.0.1:0", grace_seconds=1.0,
-                                                           internal_token="internal"))
-    client = WorkbenchClient(servers["gateway"].address, timeout=60)
-    yield Workbench(client, settings, servers)
-    client.close()
-    stop_services(servers)
+    with running_workbench(s3_settings) as running:
+        yield running
 
 
 @pytest.fixture
