@@ -91,13 +91,20 @@ def test_sweep_job_returns_points_best_and_chart(workbench, project, store, tmp_
 def test_measurements_take_turns(workbench, project):
     client = workbench.client
     jobs = [client.benchmark_project(project.id, short(1.0)) for _ in range(2)]
-    events = []
-    watcher = threading.Thread(target=lambda: events.extend(client.watch_job(jobs[1].id)))
-    watcher.start()
-    client.wait_job(jobs[0].id)
-    watcher.join()
-    assert any(e.progress.stage == "queued" and "ahead" in e.progress.message for e in events)
-    assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED
+    events: dict[int, list] = {0: [], 1: []}
+    watchers = [threading.Thread(target=lambda i=i: events[i].extend(client.watch_job(jobs[i].id))) for i in (0, 1)]
+    for watcher in watchers:
+        watcher.start()
+    for watcher in watchers:
+        watcher.join()
+    assert all(events[i][-1].state == common_pb2.JOB_STATE_SUCCEEDED for i in (0, 1))
+    # both run at once on the gateway, so either may reach the worker first; the other waits for it
+    waited = [i for i in (0, 1) if any(e.progress.stage == "queued" and "1 measurement ahead" in e.progress.message
+                                       for e in events[i])]
+    assert len(waited) == 1, {i: [(e.progress.stage, e.progress.message) for e in events[i]] for i in (0, 1)}
+    first, second = events[1 - waited[0]], events[waited[0]]
+    measured_until = max(e.time.ToNanoseconds() for e in first if e.progress.stage == "measure")
+    assert min(e.time.ToNanoseconds() for e in second if e.progress.stage == "compile") >= measured_until
 
 
 def test_bad_requests_are_refused(workbench, project, store):
