@@ -73,9 +73,10 @@ def postgres(tmp_path_factory):
     """A real PostgreSQL 16 server (the pgserver wheel) for the session, on a unix socket."""
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
-    yield server
-    server.cleanup()
+    with harness.postgres_folder() as data:
+        server = pgserver.get_server(data, cleanup_mode="stop")
+        yield server
+        server.cleanup()
 
 
 def new_database_url(engine: str, request) -> str:

@@ -8,8 +8,12 @@ the same setup the tests check.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from services.common.seaweed import SeaweedServer
 from services.common.settings import Settings
@@ -43,3 +47,15 @@ def tiny_project(client: WorkbenchClient, frames: list[Path], *, dataset_name: s
     model = client.wait_job(job.id).output.model_id
     dataset = client.wait_job(client.import_dataset(dataset_name, frames).id).output.dataset_id
     return client.create_project(project_name, model_id=model, dataset_id=dataset)
+
+
+@contextlib.contextmanager
+def postgres_folder() -> Iterator[Path]:
+    """A folder for a pgserver data directory, outside pytest's temporary tree: run as root, pgserver runs
+    PostgreSQL as a user of its own, and every pytest session that starts on the machine resets
+    /tmp/pytest-of-<user> to mode 0700, locking that user out of a running server's files."""
+    folder = Path(tempfile.mkdtemp(prefix="workbench-postgres-"))
+    try:
+        yield folder / "data"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -19,6 +19,7 @@ from services.gateway.db import Database
 from services.stack import LocalStack, free_ports
 from tests.conftest import tiny_project
 from tests.faults.conftest import FRAMES, up
+from tests.harness import postgres_folder
 from workbench.client import WorkbenchClient, WorkbenchError
 from workbench.v1 import common_pb2, gateway_pb2, quantizer_pb2
 
@@ -79,10 +80,15 @@ def start_second_gateway(stack: LocalStack, port: int | None = None) -> tuple[su
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory):
+def postgres_dir():
+    with postgres_folder() as folder:
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory, postgres_dir):
     import pgserver
 
-    postgres_dir = tmp_path_factory.mktemp("postgres")
     postgres = pgserver.get_server(postgres_dir, cleanup_mode="stop")
     stack = LocalStack(tmp_path_factory.mktemp("stack"), free_ports=True)
     replicas = Replicas(stack, postgres_dir, postgres, None, "", {})
