@@ -10,9 +10,11 @@ The flow, as bench/flow.py's services side: SeaweedFS and the five services as r
 real yolov4-tiny and the 80 vtest frames, optimize (Performance preset), benchmark parent and child, evaluate
 the child. Also a unary RPC loop (GetProject), where a per-call cost would show most. Prints one JSON object
 last, with on_over_off (target <= 1.02). --rpc-only: a gateway alone, GetProject's latency with everything off,
-metrics only and tracing only.
+metrics only and tracing only. --containers adds the deployment's figures from deploy/containers/stack.py run
+(the image built offline, the dev overlay as podman containers, the demo flow): the image's size and the cold
+start from the first container started to every probe passing.
 
-    .venv/bin/python bench/overhead.py [--runs 3] [--duration 2] [--rpcs 2000] [--rpc-only]
+    .venv/bin/python bench/overhead.py [--runs 3] [--duration 2] [--rpcs 2000] [--rpc-only] [--containers]
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import argparse
 import contextlib
 import dataclasses
 import multiprocessing
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -34,7 +38,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import Steps, emit, free_port, median, seaweed, service_process  # noqa: E402
+from bench.harness import REPO, Steps, emit, free_port, median, seaweed, service_process  # noqa: E402
 from services.reference_models import DATA, yolov4_tiny  # noqa: E402
 from workbench.client import WorkbenchClient  # noqa: E402
 from workbench.v1 import common_pb2, quantizer_pb2  # noqa: E402
@@ -201,12 +205,23 @@ def rpc_by_mode(rounds: int, rpcs: int) -> dict[str, float]:
     return {mode: round(median(values), 1) for mode, values in results.items()}
 
 
+def containers() -> dict:
+    """deploy/containers/stack.py run's figures: up (building what is missing), the flow, down."""
+    done = subprocess.run([sys.executable, str(REPO / "deploy" / "containers" / "stack.py"), "run"], cwd=REPO,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"deploy/containers/stack.py run failed:\n{done.stderr[-2000:]}")
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"image_size_bytes": figures["image_size_bytes"], "cold_start_s": figures["cold_start_s"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per benchmark")
     parser.add_argument("--rpcs", type=int, default=2000, help="GetProject calls in the unary loop")
     parser.add_argument("--rpc-only", action="store_true", help="only the gateway's unary latency by mode")
+    parser.add_argument("--containers", action="store_true", help="also the image's size and its cold start")
     args = parser.parse_args()
     if args.rpc_only:
         by_mode = rpc_by_mode(args.runs, args.rpcs)
@@ -223,6 +238,7 @@ def main() -> None:
             runs[side].append(figures)
             print(f"{side}: flow {figures['flow_s']:.1f} s, GetProject {figures['rpc_us']:.0f} us"
                   + (f", {figures['spans_exported']} spans exported" if side == "on" else ""), file=sys.stderr)
+    deployment = containers() if args.containers else {}
     flow = {side: median([r["flow_s"] for r in results]) for side, results in runs.items()}
     rpc = {side: median([r["rpc_us"] for r in results]) for side, results in runs.items()}
     emit({
@@ -232,6 +248,7 @@ def main() -> None:
         "rpc_on_over_off": round(rpc["on"] / rpc["off"], 3),
         "on_over_off": round(flow["on"] / flow["off"], 3),
         "target": "on_over_off <= 1.02",
+        **deployment,
     })
 
 
