@@ -279,6 +279,12 @@ class ObjectStore:
             except S3Error as exc:
                 if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
+                return
+            # SeaweedFS allocates a bucket's volumes on its first write (0.2 s): pay that here, when the bucket is
+            # provisioned, rather than in the first user's upload
+            probe = f"{TMP_PREFIX}provisioned"
+            self._client.put_object(bucket, probe, io.BytesIO(b""), 0)
+            self._client.remove_object(bucket, probe)
 
     def bucket_exists(self, bucket: str) -> bool:
         validate_bucket(bucket)
