@@ -283,7 +283,7 @@ class ObjectStore:
             # SeaweedFS allocates a bucket's volumes on its first write (0.2 s): pay that here, when the bucket is
             # provisioned, rather than in the first user's upload
             probe = f"{TMP_PREFIX}provisioned"
-            self._client.put_object(bucket, probe, io.BytesIO(b""), 0)
+            self._client.put_object(bucket, probe, io.BytesIO(b"\0"), 1)  # an empty object takes no volume
             self._client.remove_object(bucket, probe)
 
     def bucket_exists(self, bucket: str) -> bool:
