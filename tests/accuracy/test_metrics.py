@@ -85,14 +85,15 @@ def test_coco_metrics_equal_pycocotools_run_directly(seed, capsys):
     ours = coco_metrics(gt, results)
     assert capsys.readouterr().out == ""  # quiet
     theirs = pycocotools_directly(gt, results)
-    assert ours.stats == pytest.approx(tuple(theirs.stats), abs=1e-12)
+    # faster-coco-eval's numbers are pycocotools' own, to the last bit or so (C++ sums in another order)
+    assert ours.stats == pytest.approx(tuple(theirs.stats), abs=1e-15)
     assert 0.1 < ours.ap < 0.95
     # per class: pycocotools' precision array, class by class
     precision = theirs.eval["precision"]
     for k, category in enumerate(theirs.params.catIds):
         values = precision[:, :, k, 0, -1]
-        assert ours.per_class_ap[category] == pytest.approx(values[values > -1].mean(), abs=1e-12)
-        assert ours.per_class_ap50[category] == pytest.approx(values[0][values[0] > -1].mean(), abs=1e-12)
+        assert ours.per_class_ap[category] == pytest.approx(values[values > -1].mean(), abs=1e-15)
+        assert ours.per_class_ap50[category] == pytest.approx(values[0][values[0] > -1].mean(), abs=1e-15)
     assert np.mean(list(ours.per_class_ap.values())) == pytest.approx(ours.ap, abs=1e-12)
     assert gt["annotations"][0].keys() == {"id", "image_id", "category_id", "bbox", "area", "iscrowd"}  # untouched
     assert set(results[0]) == {"image_id", "category_id", "bbox", "score"}
