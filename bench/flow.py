@@ -2,7 +2,8 @@
 
 Services side: SeaweedFS and the five services as real processes; through the gateway: import the real
 yolov4-tiny and the 80 vtest frames, optimize (Performance preset), benchmark parent and child, evaluate the
-child against the parent. Direct side: convert_darknet, nncf.quantize with the same validation, the benchmark
+child against the parent. Direct side: convert_darknet, nncf.quantize with the same validation (and the
+calibration-set check and the analysis the quantizer's outcome holds), the benchmark
 code on both models for the same duration, evaluate both and compare_predictions. Per-step wall times of both
 sides, over --runs alternated pairs, and the median of the per-pair total ratios (target <= 1.10).
 
@@ -33,6 +34,7 @@ import openvino as ov
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import Steps, emit, median, peak_rss_mb, seaweed, service_process  # noqa: E402
+from services.common.analysis import analyze  # noqa: E402
 from services.common.artifacts import StoredIR, download_ir  # noqa: E402
 from services.common.object_store import ObjectStore  # noqa: E402
 from services.common.pb import ref_from_pb  # noqa: E402
@@ -44,6 +46,7 @@ from services.common.metrics import compare_predictions, parent_agreement  # noq
 from workbench_runtime.preprocess import Preprocessing  # noqa: E402
 from services.converter.darknet import convert_darknet  # noqa: E402
 from services.quantizer.calibrate import QuantizeConfig, quantize  # noqa: E402
+from services.quantizer.similarity import unlike_warning  # noqa: E402
 from services.quantizer.validation import split, validation_for  # noqa: E402
 from services.reference_models import DATA, yolov4_generated, yolov4_tiny  # noqa: E402
 from workbench.client import WorkbenchClient  # noqa: E402
@@ -131,8 +134,12 @@ def direct(duration: float) -> dict[str, float]:
             preprocess = Preprocessing.from_model(model)
             calibration, judged = split(images, list(range(1, len(images) + 1)))
             validation = validation_for(model, judged, preprocess, None, lambda *a, **k: None)
-            int8 = quantize(model, [preprocess(i)[0] for i in calibration], QuantizeConfig(preset="performance"),
-                            validation).model
+            tensors = [preprocess(i)[0] for i in calibration]
+            int8 = quantize(model, tensors, QuantizeConfig(preset="performance"), validation).model
+            # what the service's outcome holds besides the model: the calibration-set check and the analysis
+            unlike_warning(model, tensors, [preprocess(i)[0] for _, i in judged])
+            ov.save_model(int8, str(Path(tmp) / "int8.xml"), compress_to_fp16=False)
+            analyze(ov.Core().read_model(str(Path(tmp) / "int8.xml")))
         with steps.step("benchmark"):
             for candidate in (model, int8):
                 benchmark(candidate.clone(), BenchConfig(duration_s=duration), preprocess.batch(images[:16]))
