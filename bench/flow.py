@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import Steps, emit, median, peak_rss_mb, seaweed, service_process  # noqa: E402
 from services.common.analysis import analyze  # noqa: E402
-from services.common.artifacts import StoredIR, download_ir  # noqa: E402
+from services.common.artifacts import download_ir  # noqa: E402
 from services.common.object_store import ObjectStore  # noqa: E402
-from services.common.pb import ref_from_pb  # noqa: E402
+from services.common.pb import ir_from_pb  # noqa: E402
 from services.accuracy.inference import evaluate  # noqa: E402
 from services.common.measure import BenchConfig, benchmark  # noqa: E402
 from services.common.tensor_cache import TensorCache  # noqa: E402
@@ -178,7 +178,7 @@ def yolov4(duration: float, pairs: int) -> dict:
         child = client.get_project(job.output.project_id)
         chosen = child.optimization.result
 
-        irs = {name: download_ir(store, ir_from_pb_ref(client.get_model(p.model_id).artifact), work / name)
+        irs = {name: download_ir(store, ir_from_pb(client.get_model(p.model_id).artifact), work / name)
                for name, p in (("parent", project), ("int8", child))}
         # the same calibration images and preprocessing as the service's: the alternate frames split() picks
         parent_model = ov.Core().read_model(str(irs["parent"]))
@@ -197,8 +197,7 @@ def yolov4(duration: float, pairs: int) -> dict:
             for case, project_id, ir, precision in cases:
                 done = client.wait_job(client.benchmark_project(project_id, common_pb2.BenchmarkConfig(
                     duration_seconds=duration, inference_precision=precision)).id)
-                sides["services"].setdefault(case, []).append(
-                    client.get_project(project_id).last_benchmark.throughput_fps if done else 0.0)
+                sides["services"].setdefault(case, []).append(done.output.benchmark.throughput_fps)
                 sides["benchmark_app"].setdefault(case, []).append(app_fps(irs[ir], duration, precision))
         fps = {side: {case: round(median(values), 2) for case, values in cases_.items()}
                for side, cases_ in sides.items()}
@@ -219,10 +218,6 @@ def yolov4(duration: float, pairs: int) -> dict:
             "pairs": pairs,
         })
     return figures
-
-
-def ir_from_pb_ref(artifact: common_pb2.ModelArtifact) -> StoredIR:
-    return StoredIR(ref_from_pb(artifact.xml, "xml"), ref_from_pb(artifact.bin, "bin"))
 
 
 def main() -> None:

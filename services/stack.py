@@ -229,8 +229,8 @@ class LocalStack:
         components = [self._s3_status(config)]
         for name in SERVICE_NAMES:
             address = f"127.0.0.1:{config['ports'][name]}"
-            components.append(Component(name, address, *_grpc_health(address), self.metrics_url(name)))
-        components.append(Component("web", self.web_url(), *_http_health(self.web_url() + "healthz"),
+            components.append(Component(name, address, *grpc_health(address), self.metrics_url(name)))
+        components.append(Component("web", self.web_url(), *http_health(self.web_url() + "healthz"),
                                     self.metrics_url("web")))
         return components
 
@@ -311,7 +311,8 @@ def _wait_exit(pid: int | None, timeout: float) -> None:
             time.sleep(0.05)
 
 
-def _http_health(url: str) -> tuple[bool, str]:
+def http_health(url: str) -> tuple[bool, str]:
+    """(passes, what it saw) of GET url: 200 is SERVING."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200, "SERVING" if response.status == 200 else f"HTTP {response.status}"
@@ -321,7 +322,8 @@ def _http_health(url: str) -> tuple[bool, str]:
         return False, "UNAVAILABLE" if isinstance(error, ConnectionError) else str(error)
 
 
-def _grpc_health(address: str) -> tuple[bool, str]:
+def grpc_health(address: str) -> tuple[bool, str]:
+    """(passes, status) of grpc.health.v1 Check on address (the overall service)."""
     with grpc.insecure_channel(address) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from engine import LABEL, REPO, WORK, ContainerError, HERE, image_exists, image_size, podman, require_tools
+from engine import LABEL, REPO, WORK, ContainerError, HERE, image_exists, image_size, podman, require_tools, say
 
 SUITE = "bookworm"
 # python3-venv: the Dockerfile's `python -m venv`; python-is-python3: its `python`; passwd (in minbase): groupadd
@@ -54,10 +54,6 @@ PYPROJECTS = ["pyproject.toml", "sdk/python/pyproject.toml", "runtime/python/pyp
 WHEELHOUSE = WORK / "wheelhouse"
 SEAWEEDFS_MANIFEST = REPO / "deploy/k8s/components/seaweedfs/seaweedfs.yaml"
 POSTGRES_MANIFEST = REPO / "deploy/k8s/base/database/postgres.yaml"
-
-
-def say(text: str) -> None:
-    print(f"== {text}", file=sys.stderr, flush=True)
 
 
 def digest(*parts: bytes | str) -> str:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,6 +18,10 @@ CONTAINERS_CONF = HERE / "containers.conf"
 LABEL = "io.workbench.containers=1"
 TOOLS = ("podman", "runc", "mmdebstrap")
 INSTALL_HINT = "apt-get install podman runc mmdebstrap"
+
+
+def say(text: str) -> None:
+    print(f"== {text}", file=sys.stderr, flush=True)
 
 
 class ContainerError(RuntimeError):

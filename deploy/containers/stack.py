@@ -34,14 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from engine import LABEL, REPO, WORK, ContainerError, environment, image_size, podman, require_tools
+from engine import LABEL, REPO, WORK, ContainerError, environment, image_size, podman, require_tools, say
+from services.stack import grpc_health, http_health
 
 OVERLAY = "dev"
 SEAWEEDFS_OFF = "# components:\n#   - ../../components/seaweedfs\n"
@@ -77,10 +76,6 @@ if not exists:
     client.make_bucket(os.environ["BUCKET"])
 print(f"bucket {os.environ['BUCKET']}: ready")
 """
-
-
-def say(text: str) -> None:
-    print(f"== {text}", file=sys.stderr, flush=True)
 
 
 # -- the manifests ---------------------------------------------------------------------------------------------
@@ -321,28 +316,6 @@ def create_volumes(part: Part) -> None:
 # -- health ----------------------------------------------------------------------------------------------------
 
 
-def grpc_health(address: str) -> str:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(address) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
-        except grpc.RpcError as error:
-            return error.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-
-
-def http_health(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return "SERVING" if response.status == 200 else f"HTTP {response.status}"
-    except urllib.error.HTTPError as error:
-        return f"HTTP {error.code}"
-    except OSError as error:
-        return f"unreachable ({error})"
-
-
 def host_port(name: str, port: int) -> int:
     return int(podman("port", name, f"{port}/tcp").rpartition(":")[2])
 
@@ -353,10 +326,10 @@ def probe(part: Part) -> str:
     spec = container.get("readinessProbe") or container.get("startupProbe")
     ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
     if "grpc" in spec:
-        return grpc_health(f"127.0.0.1:{host_port(name, spec['grpc']['port'])}")
+        return grpc_health(f"127.0.0.1:{host_port(name, spec['grpc']['port'])}")[1]
     if "httpGet" in spec:
         port = spec["httpGet"]["port"]
-        return http_health(f"http://127.0.0.1:{host_port(name, ports.get(port, port))}{spec['httpGet']['path']}")
+        return http_health(f"http://127.0.0.1:{host_port(name, ports.get(port, port))}{spec['httpGet']['path']}")[1]
     result = subprocess.run(["podman", "exec", name, *spec["exec"]["command"]], capture_output=True, text=True,
                             env=environment(), timeout=spec.get("timeoutSeconds", 5) + 10)
     if result.returncode == 0:
