@@ -18,7 +18,6 @@ one direct nncf.quantize call (Performance preset) on the same images; and every
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import re
 import subprocess
@@ -33,7 +32,7 @@ import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import Steps, emit, median, peak_rss_mb, seaweed, service_process  # noqa: E402
+from bench.harness import FRAMES, Steps, emit, median, peak_rss_mb, seaweed, services, tiny_flow  # noqa: E402
 from services.common.analysis import analyze  # noqa: E402
 from services.common.artifacts import download_ir  # noqa: E402
 from services.common.object_store import ObjectStore  # noqa: E402
@@ -48,11 +47,9 @@ from services.converter.darknet import convert_darknet  # noqa: E402
 from services.quantizer.calibrate import QuantizeConfig, quantize  # noqa: E402
 from services.quantizer.similarity import unlike_warning  # noqa: E402
 from services.quantizer.validation import split, validation_for  # noqa: E402
-from services.reference_models import DATA, yolov4_generated, yolov4_tiny  # noqa: E402
-from workbench.client import WorkbenchClient  # noqa: E402
-from workbench.v1 import common_pb2, quantizer_pb2  # noqa: E402
+from services.reference_models import yolov4_generated, yolov4_tiny  # noqa: E402
+from workbench.v1 import common_pb2  # noqa: E402
 
-FRAMES = sorted((DATA / "vtest").glob("*.jpg"))
 BENCHMARK_APP = Path(sys.executable).with_name("benchmark_app")
 
 
@@ -64,25 +61,13 @@ def job_stages(job: common_pb2.Job) -> dict[str, float]:
     return stages
 
 
-@contextlib.contextmanager
-def stack(tensor_cache: str):
-    """SeaweedFS, the four workers and the gateway as real processes; yields (client, settings, processes)."""
-    with seaweed() as (_, settings), contextlib.ExitStack() as processes:
-        settings = dataclasses.replace(settings, tensor_cache_dir=tensor_cache)
-        addresses, started = {}, {}
-        for name in ("converter", "quantizer", "benchmark", "accuracy"):
-            started[name], addresses[name] = processes.enter_context(service_process(name, settings))
-        settings = dataclasses.replace(settings, **{f"{k}_addr": v for k, v in addresses.items()})
-        started["gateway"], gateway = processes.enter_context(service_process("gateway", settings))
-        yield WorkbenchClient(gateway, timeout=120), settings, started
-
-
 def through_services(duration: float, jobs: dict[str, list[dict[str, float]]]) -> dict[str, float]:
     """The flow's step times; jobs gets each step's jobs' stage timings."""
-    files, steps = yolov4_tiny(), Steps()
+    steps = Steps()
     # each run starts with an empty tensor cache: a warm one from the run before would be work not done
-    with tempfile.TemporaryDirectory() as cache, stack(cache) as (client, _, _):
-        wait_job, current = client.wait_job, ["setup"]
+    with tempfile.TemporaryDirectory() as cache, seaweed() as (_, settings), \
+            services(dataclasses.replace(settings, tensor_cache_dir=cache)) as (client, _, _):
+        wait_job = client.wait_job
 
         def recording_wait(job_id, on_event=None):
             marks: list[tuple[str, float]] = []  # (the worker's progress stage, when it began)
@@ -96,29 +81,11 @@ def through_services(duration: float, jobs: dict[str, list[dict[str, float]]]) -
             stages["progress_stages"] = {}
             for (stage, begun), end in zip(marks, ends):
                 stages["progress_stages"][stage] = round(stages["progress_stages"].get(stage, 0.0) + end - begun, 3)
-            jobs.setdefault(current[0], []).append(stages)
+            jobs.setdefault(steps.current, []).append(stages)
             return job
 
         client.wait_job = recording_wait
-        with steps.step("convert"):
-            current[0] = "convert"
-            model = client.wait_job(client.import_darknet("tiny", files.cfg, files.weights, files.names).id)
-        with steps.step("dataset"):
-            current[0] = "dataset"
-            dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id)
-        project = client.create_project("tiny", model_id=model.output.model_id, dataset_id=dataset.output.dataset_id)
-        with steps.step("quantize"):
-            current[0] = "quantize"
-            child = client.wait_job(client.optimize_project(project.id, quantizer_pb2.QuantizationConfig(
-                preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)).id).output.project_id
-        with steps.step("benchmark"):
-            current[0] = "benchmark"
-            for project_id in (project.id, child):
-                client.wait_job(client.benchmark_project(project_id, common_pb2.BenchmarkConfig(
-                    duration_seconds=duration)).id)
-        with steps.step("compare"):
-            current[0] = "compare"
-            client.wait_job(client.evaluate_project(child).id)
+        tiny_flow(client, steps, duration)
     return steps.seconds
 
 
@@ -166,8 +133,8 @@ def yolov4(duration: float, pairs: int) -> dict:
     """Full-size YOLOv4 through the services against benchmark_app and a direct NNCF call, in one run."""
     files = yolov4_generated()
     figures: dict = {"model": "yolov4-416 (generated weights), 80 vtest frames", "benchmark_duration_s": duration}
-    with tempfile.TemporaryDirectory(prefix="bench-flow-") as tmp, stack(str(Path(tmp) / "tensors")) as (
-            client, settings, processes):
+    with tempfile.TemporaryDirectory(prefix="bench-flow-") as tmp, seaweed() as (_, settings), services(
+            dataclasses.replace(settings, tensor_cache_dir=str(Path(tmp) / "tensors"))) as (client, settings, processes):
         work, store = Path(tmp), ObjectStore.from_settings(settings)
         model = client.wait_job(client.import_darknet("yolov4", files.cfg, files.weights, files.names).id)
         dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id)

@@ -10,6 +10,7 @@ helpers the tests' fixtures use as well: a bench measures the setup the tests ch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -27,12 +28,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.object_store import ObjectStore
 from services.common.seaweed import SeaweedServer
 from services.common.settings import Settings
+from services.reference_models import DATA, yolov4_tiny
 from services.stack import LocalStack
 from tests.harness import s3_settings, start_seaweed, stop_seaweed, tiny_project
 from workbench.client import WorkbenchClient
-from workbench.v1 import gateway_pb2
+from workbench.v1 import common_pb2, gateway_pb2, quantizer_pb2
 
 REPO = Path(__file__).resolve().parents[1]
+FRAMES = sorted((DATA / "vtest").glob("*.jpg"))  # the demo's 80 pedestrian frames
+WORKERS = ("converter", "quantizer", "benchmark", "accuracy")
 
 
 class Steps:
@@ -41,10 +45,11 @@ class Steps:
     def __init__(self, say: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
         self.say = say
+        self.current = ""  # the step running now (the last one, after it)
 
     @contextlib.contextmanager
     def step(self, name: str):
-        start = time.perf_counter()
+        start, self.current = time.perf_counter(), name
         yield
         self.seconds[name] = round(time.perf_counter() - start, 2)
         if self.say:
@@ -82,6 +87,44 @@ def service_process(name: str, settings: Settings) -> Iterator[tuple[subprocess.
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def services(settings: Settings, own: Callable[[str, Settings], Settings] = lambda _name, settings: settings
+             ) -> Iterator[tuple[WorkbenchClient, Settings, dict[str, subprocess.Popen]]]:
+    """The four workers and a gateway dialing them, as real processes on settings (own(name, settings): a
+    process's own settings); yields a client of the gateway, the gateway's settings and the processes by name."""
+    with contextlib.ExitStack() as stack:
+        processes, addresses = {}, {}
+        for name in WORKERS:
+            processes[name], addresses[name] = stack.enter_context(service_process(name, own(name, settings)))
+        settings = dataclasses.replace(settings, **{f"{name}_addr": address for name, address in addresses.items()})
+        processes["gateway"], gateway = stack.enter_context(service_process("gateway", own("gateway", settings)))
+        client = stack.enter_context(WorkbenchClient(gateway, timeout=120))
+        yield client, settings, processes
+
+
+def tiny_flow(client: WorkbenchClient, steps: Steps, duration: float) -> tuple[str, list[float]]:
+    """The demo flow through a gateway, a step each: convert (the real yolov4-tiny), dataset (the 80 vtest
+    frames), quantize (Performance preset), benchmark (parent and child, duration s each), compare (the child's
+    report against the parent). Returns the parent project's id and the two benchmarks' FPS."""
+    files = yolov4_tiny()
+    with steps.step("convert"):
+        model = client.wait_job(client.import_darknet("tiny", files.cfg, files.weights, files.names).id)
+    with steps.step("dataset"):
+        dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id)
+    project = client.create_project("tiny", model_id=model.output.model_id, dataset_id=dataset.output.dataset_id)
+    with steps.step("quantize"):
+        child = client.wait_job(client.optimize_project(project.id, quantizer_pb2.QuantizationConfig(
+            preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)).id).output.project_id
+    fps = []
+    with steps.step("benchmark"):
+        for project_id in (project.id, child):
+            fps.append(client.wait_job(client.benchmark_project(project_id, common_pb2.BenchmarkConfig(
+                duration_seconds=duration)).id).output.benchmark.throughput_fps)
+    with steps.step("compare"):
+        client.wait_job(client.evaluate_project(child).id)
+    return project.id, fps
 
 
 def wait_serving(address: str, timeout: float = 60.0) -> None:

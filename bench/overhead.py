@@ -38,13 +38,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import REPO, Steps, emit, free_port, median, seaweed, service_process  # noqa: E402
-from services.reference_models import DATA, yolov4_tiny  # noqa: E402
+from bench.harness import REPO, Steps, emit, free_port, median, seaweed, service_process, services, tiny_flow  # noqa: E402
+from services.reference_models import yolov4_tiny  # noqa: E402
 from workbench.client import WorkbenchClient  # noqa: E402
-from workbench.v1 import common_pb2, quantizer_pb2  # noqa: E402
 
-FRAMES = sorted((DATA / "vtest").glob("*.jpg"))
-WORKERS = ("converter", "quantizer", "benchmark", "accuracy")
 SCRAPE_S = 5.0
 
 
@@ -129,7 +126,7 @@ def environment(values: dict[str, str]):
 
 
 def run_flow(on: bool, duration: float, rpcs: int) -> dict:
-    files, steps = yolov4_tiny(), Steps()
+    steps = Steps()
     with contextlib.ExitStack() as stack:
         _, settings = stack.enter_context(seaweed())
         metrics_ports: list[int] = []
@@ -138,37 +135,18 @@ def run_flow(on: bool, duration: float, rpcs: int) -> dict:
             endpoint, received = stack.enter_context(collector())
             stack.enter_context(environment({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}))
 
-        def start(name: str, own):
-            if on:
-                metrics_ports.append(free_port())
-                own = dataclasses.replace(own, metrics_listen=f"127.0.0.1:{metrics_ports[-1]}")
-            return stack.enter_context(service_process(name, own))[1]
+        def own(_name: str, settings):
+            if not on:
+                return settings
+            metrics_ports.append(free_port())
+            return dataclasses.replace(settings, metrics_listen=f"127.0.0.1:{metrics_ports[-1]}")
 
-        addresses = {name: start(name, settings) for name in WORKERS}
-        settings = dataclasses.replace(settings, **{f"{k}_addr": v for k, v in addresses.items()})
-        client = WorkbenchClient(start("gateway", settings), timeout=120)
-        stack.callback(client.close)
+        client, _, _ = stack.enter_context(services(settings, own))
         scrapes = stack.enter_context(scraping(metrics_ports)) if on else None
-
-        with steps.step("convert"):
-            model = client.wait_job(client.import_darknet("tiny", files.cfg, files.weights, files.names).id)
-        with steps.step("dataset"):
-            dataset = client.wait_job(client.import_dataset("vtest", FRAMES).id)
-        project = client.create_project("tiny", model_id=model.output.model_id, dataset_id=dataset.output.dataset_id)
-        with steps.step("quantize"):
-            child = client.wait_job(client.optimize_project(project.id, quantizer_pb2.QuantizationConfig(
-                preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)).id).output.project_id
-        fps = []
-        with steps.step("benchmark"):
-            for project_id in (project.id, child):
-                job = client.wait_job(client.benchmark_project(project_id, common_pb2.BenchmarkConfig(
-                    duration_seconds=duration)).id)
-                fps.append(job.output.benchmark.throughput_fps)
-        with steps.step("compare"):
-            client.wait_job(client.evaluate_project(child).id)
+        project_id, fps = tiny_flow(client, steps, duration)
         start_rpcs = time.perf_counter()
         for _ in range(rpcs):
-            client.get_project(project.id)
+            client.get_project(project_id)
         rpc_us = (time.perf_counter() - start_rpcs) / rpcs * 1e6
         figures = {"steps_s": steps.seconds, "flow_s": round(sum(steps.seconds.values()), 2),
                    "rpc_us": round(rpc_us, 1), "fps": [round(f, 1) for f in fps]}
