@@ -1,6 +1,6 @@
 """Publishing an uploaded dataset: its source files in the store -> the canonical stored dataset.
 
-The protocol: download the sources into a scratch folder (UPLOAD_THREADS at a time); normalize them (services.accuracy.dataset_import),
+The protocol: download the sources into a scratch folder (a few at a time); normalize them (services.accuracy.dataset_import),
 uploading each accepted image to {prefix}images/ on UPLOAD_THREADS threads as soon as it is validated; wait
 for the last upload; store annotations.json (detection sets), then manifest.json last, since a dataset
 prefix without a manifest is an unfinished import. A failed import deletes everything under the prefix.
@@ -49,17 +49,8 @@ def publish_dataset(store: ObjectStore, upload: DatasetUpload, report: Report) -
         local = [work / "sources" / f"{i:04d}{''.join(Path(name).suffixes[-2:]).lower()[:16]}"
                  for i, name in enumerate(names)]
         (work / "sources").mkdir()
-        # loose images are many small objects: fetched UPLOAD_THREADS at a time, progress told from this thread
-        fetches = [pool.submit(store.get_file, ref.bucket, ref.key, path, expected_sha256=ref.sha256 or None)
-                   for ref, path in zip(sources, local)]
-        try:
-            for i, (fetch, name) in enumerate(zip(fetches, names)):
-                report("download", i / len(sources), name)
-                fetch.result()
-        except BaseException:
-            for fetch in fetches:
-                fetch.cancel()
-            raise
+        for i, (_, name) in enumerate(zip(store.get_files(list(zip(sources, local))), names)):
+            report("download", i / len(sources), name)
         staging = work / "staging"
         staging.mkdir()
         uploads: list[Future] = []

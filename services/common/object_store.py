@@ -45,7 +45,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import certifi
@@ -426,6 +426,22 @@ class ObjectStore:
             tmp.unlink(missing_ok=True)
             raise
         return ObjectRef(bucket, key, size, actual)
+
+    def get_files(self, objects: Sequence[tuple[ObjectRef, Path]], *, at_once: int = 4) -> Iterator[Path]:
+        """get_file for each (object, path) (hash-checked when the object's sha256 is known), at_once at a time:
+        many small objects fetched one at a time each wait on a round trip. Yields the paths in the order given;
+        a consumer that stops early (or fails) cancels the fetches not yet started."""
+        with ThreadPoolExecutor(at_once, thread_name_prefix="s3-get") as pool:
+            # in the caller's context: each fetch's S3 span belongs to the caller's trace
+            fetches = [pool.submit(contextvars.copy_context().run, self.get_file, ref.bucket, ref.key, path,
+                                   ref.sha256 or None) for ref, path in objects]
+            try:
+                for fetch, (_, path) in zip(fetches, objects):
+                    fetch.result()
+                    yield path
+            finally:
+                for fetch in fetches:
+                    fetch.cancel()
 
     def list(self, bucket: str, prefix: str = "", *, start_after: str | None = None, limit: int | None = None) -> list[ObjectRef]:
         """Objects under `prefix` in key order, after `start_after`, at most `limit` of them.

@@ -296,6 +296,20 @@ def test_get_file_verifies_sha256_and_removes_the_partial_file(store, bucket, tm
     assert store.get_file(bucket, "m.bin", tmp_path / "m.bin").sha256 == hashlib.sha256(data).hexdigest()
 
 
+def test_get_files_fetch_in_the_order_given_and_check_each_hash(store, bucket, tmp_path):
+    datas = [random.Random(n).randbytes(1000 + n) for n in range(9)]
+    refs = [store.put_bytes(bucket, f"many/{n}", data) for n, data in enumerate(datas)]
+    paths = [tmp_path / f"{n}.bin" for n in range(len(refs))]
+    assert list(store.get_files(list(zip(refs, paths)), at_once=3)) == paths
+    assert [path.read_bytes() for path in paths] == datas
+    wrong = ObjectRef(bucket, "many/4", refs[4].size, "f" * 64)
+    fetched = store.get_files([(refs[0], tmp_path / "a"), (wrong, tmp_path / "b"), (refs[5], tmp_path / "c")])
+    assert next(fetched) == tmp_path / "a"
+    with pytest.raises(ChecksumMismatch, match="many/4"):
+        next(fetched)
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".*part"))
+
+
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "..", "a/./b", "a//b", "dir/", "a\\b", "a\x00b", "a\nb",
                                  "x" * 1025, "s/" + "y" * 256, TMP_PREFIX + "x"])
 def test_key_validation_rejects_traversal_and_junk(store, bucket, key):
