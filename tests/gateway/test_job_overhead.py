@@ -42,14 +42,28 @@ def test_a_job_submitted_in_a_callers_transaction_is_claimed_at_once_after_its_c
         manager.stop()
 
 
+class _Call:
+    """A streaming call as grpc gives it: its responses, and cancel(), which the manager's stop may call
+    on a job that has already sent its terminal event but not yet left the running set."""
+
+    def __init__(self, responses):
+        self._responses = responses
+
+    def __iter__(self):
+        return self._responses
+
+    def cancel(self) -> bool:
+        return False
+
+
 def test_the_terminal_event_says_where_the_jobs_time_went(database):
     def work(ctx: JobContext, request):
-        def convert(_request):
+        def responses():
             time.sleep(0.2)  # the worker's set-up before its first answer
             yield converter_pb2.ConvertModelResponse(progress=common_pb2.Progress(stage="converting"))
             time.sleep(0.1)
             yield converter_pb2.ConvertModelResponse(model=common_pb2.ModelArtifact())
-        follow(ctx, "converter", convert, converter_pb2.ConvertModelRequest())
+        follow(ctx, "converter", lambda _request: _Call(responses()), converter_pb2.ConvertModelRequest())
         time.sleep(0.1)  # the gateway's own part
         return None
 
