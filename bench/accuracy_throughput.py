@@ -1,7 +1,8 @@
 """Images per second of a whole accuracy evaluation against the benchmark throughput of the same model.
 
 Evaluation: services.accuracy.inference.evaluate over the 80 vtest frames repeated (--images, distinct image
-ids), i.e. reading, preprocessing, inference, decoding (confidence floor 0.001, as COCO evaluations use), then
+ids), read as the accuracy service reads a dataset's images: objects in a throwaway SeaweedFS bucket, known by
+the sha256 a manifest records (StoredImage), i.e. fetching, preprocessing, inference, decoding (confidence floor 0.001, as COCO evaluations use), then
 the metrics the accuracy service computes: COCO metrics with pycocotools against a reference (the FP32
 model's detections >= 0.25, f32 inference, made once), parent agreement and the per-image comparison.
 Baseline: services.common.measure.benchmark on the same model, device and hint (CPU, THROUGHPUT, the
@@ -9,10 +10,10 @@ runtime's default precision), fed the same preprocessed frames, for about as lon
 The two alternate, --runs times each; figures are medians. The evaluation rate counts from the first
 image on (compilation excluded, as the benchmark excludes it) to the metrics' end; "with compile" adds it.
 
-Three evaluations a run, each against the same benchmark figure: "uncached" decodes and preprocesses every
-image (no tensor cache, as before the cache), "first" fills an empty services.common.tensor_cache directory
+Three evaluations a run, each against the same benchmark figure: "uncached" fetches, decodes and preprocesses
+every image (no tensor cache, as before the cache), "first" fills an empty services.common.tensor_cache directory
 (the first evaluation of a dataset; the vtest frames repeat, so only the first 80 images are misses: see
-first_cache_misses), "cached" reads that filled cache (every later evaluation of the same dataset, input
+first_cache_misses), "cached" reads that filled cache without fetching (every later evaluation of the same dataset, input
 size and preprocessing: the child's, a re-run). The cached evaluation's predictions must equal the
 uncached one's byte for byte (checked, "bit_identical"). The target is for the cached evaluation.
 
@@ -37,10 +38,11 @@ import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import emit, median  # noqa: E402
+from bench.harness import emit, median, seaweed  # noqa: E402
 from services import reference_models  # noqa: E402
 from services.accuracy.inference import evaluate, to_coco_results  # noqa: E402
-from services.common.tensor_cache import TensorCache  # noqa: E402
+from services.common.object_store import ObjectStore  # noqa: E402
+from services.common.tensor_cache import StoredImage, TensorCache  # noqa: E402
 from services.common.measure import BenchConfig, benchmark, conditions  # noqa: E402
 from workbench_runtime.detection import Decoder  # noqa: E402
 from services.common.metrics import coco_metrics, compare_predictions, parent_agreement  # noqa: E402
@@ -71,7 +73,7 @@ def reference(model: ov.Model, images, preprocessing) -> tuple[dict, dict]:
     parent = evaluate(model, images, Decoder.from_model(model, confidence_threshold=0.001), preprocessing,
                       precision_hint="f32")
     labels = range(len(read_model_info(model).labels))
-    gt = {"images": [{"id": i, "file_name": Path(p).name, "width": 768, "height": 576} for i, p in images],
+    gt = {"images": [{"id": i, "file_name": image.name, "width": 768, "height": 576} for i, image in images],
           "categories": [{"id": k + 1, "name": str(k)} for k in labels],
           "annotations": [dict(a, id=n + 1, area=a["bbox"][2] * a["bbox"][3], iscrowd=0) for n, a in enumerate(
               to_coco_results(parent, {k: k + 1 for k in labels}, min_score=REFERENCE_THRESHOLD))]}
@@ -118,7 +120,17 @@ def main() -> None:
     files = reference_models.yolov4_tiny()
     fp32 = convert_darknet(files.cfg, files.weights, names=files.names)
     preprocessing = Preprocessing.from_model(fp32)
-    images = [(i + 1, FRAMES[i % len(FRAMES)]) for i in range(args.images)]
+    with seaweed() as (_, settings):
+        store = ObjectStore.from_settings(settings)
+        stored = []
+        for path in FRAMES:
+            data = path.read_bytes()
+            store.put_bytes("bench", f"images/{path.name}", data)
+            stored.append(StoredImage(store, "bench", f"images/{path.name}", hashlib.sha256(data).hexdigest()))
+        measure(args, fp32, preprocessing, [(i + 1, stored[i % len(stored)]) for i in range(args.images)])
+
+
+def measure(args, fp32: ov.Model, preprocessing: Preprocessing, images: list) -> None:
     frames = np.stack([preprocessing(cv2.imread(str(p)))[0] for p in FRAMES])
     parent, gt = reference(fp32, images, preprocessing)
     int8, int8_note = int8_model(fp32, preprocessing)

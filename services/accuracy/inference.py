@@ -176,21 +176,42 @@ def to_coco_results(predictions: Mapping[ImageId, Detections], mapping: LabelMap
                     min_score: float = 0.0, decimals: int | None = 3) -> list[dict]:
     """COCO results: one {image_id, category_id, bbox [x, y, w, h], score} per detection with score >= min_score
     whose label maps to a category; by image (in the mapping's order), then descending score.
-    decimals: rounding of the box coordinates (None keeps float32 values); scores are kept to 6 digits."""
+    decimals: rounding of the box coordinates (None keeps float32 values); scores are kept to 6 digits.
+    The values are Python's round() of each number, made a whole image at a time (an evaluation has tens of
+    thousands of detections, and this runs for the stored predictions and again for the metrics)."""
     to_category = _label_to_category(mapping)
     results = []
     for image_id, found in predictions.items():
-        for box, score, label in zip(found.boxes.tolist(), found.scores.tolist(), found.labels.tolist()):
-            category = to_category.get(label)
-            if category is None or score < min_score:
-                continue
-            x1, y1, x2, y2 = box
-            bbox = [x1, y1, x2 - x1, y2 - y1]
-            if decimals is not None:
-                bbox = [round(v, decimals) for v in bbox]
-            results.append({"image_id": image_id, "category_id": category, "bbox": bbox,
-                            "score": round(score, 6)})
+        categories = [to_category.get(label) for label in found.labels.tolist()]
+        keep = [i for i, (category, score) in enumerate(zip(categories, found.scores.tolist()))
+                if category is not None and score >= min_score]
+        if not keep:
+            continue
+        boxes = found.boxes[keep].astype(np.float64)
+        xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
+        if decimals is None:
+            bboxes = xywh.tolist()
+        else:
+            flat = _rounded(xywh, decimals)
+            bboxes = [flat[i:i + 4] for i in range(0, len(flat), 4)]
+        scores = _rounded(found.scores[keep].astype(np.float64), 6)
+        results.extend({"image_id": image_id, "category_id": categories[i], "bbox": bbox, "score": score}
+                       for i, bbox, score in zip(keep, bboxes, scores))
     return results
+
+
+def _rounded(values: np.ndarray, decimals: int) -> list[float]:
+    """Each number of values (flattened) as round(number, decimals) gives it, for values far below 2**53 / 10**decimals.
+
+    rint(v * 10**d) / 10**d is that: the division is correctly rounded, as Python's round is, and the product's
+    own rounding can only change which integer is nearest when v * 10**d lies within a hair of a half; those
+    few go through round() itself."""
+    flat = values.ravel()
+    scaled = flat * 10.0 ** decimals
+    out = (np.rint(scaled) / 10.0 ** decimals).tolist()
+    for i in np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6).tolist():
+        out[i] = round(float(flat[i]), decimals)
+    return out
 
 
 def from_coco_results(results: Iterable[Mapping], mapping: LabelMapping | Mapping[int, int],

@@ -100,13 +100,12 @@ def coco_metrics(ground_truth: Mapping, predictions: Sequence[Mapping], *, max_d
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
-        if predictions:
-            coco_dt = coco_gt.loadRes([dict(p, bbox=list(p["bbox"])) for p in predictions])
-        else:  # loadRes cannot take an empty list
-            coco_dt = COCO()
-            coco_dt.dataset = {"images": list(gt["images"]), "categories": copy.deepcopy(gt["categories"]),
-                               "annotations": []}
-            coco_dt.createIndex()
+        # the results as loadRes makes them for boxes, less the polygon it adds to each (box IoU never reads it)
+        coco_dt = COCO()
+        coco_dt.dataset = {"images": list(gt["images"]), "categories": copy.deepcopy(gt["categories"]),
+                           "annotations": [dict(p, bbox=list(p["bbox"]), area=p["bbox"][2] * p["bbox"][3], id=n,
+                                                iscrowd=0) for n, p in enumerate(predictions, 1)]}
+        coco_dt.createIndex()
         evaluation = COCOeval(coco_gt, coco_dt, "bbox")
         evaluation.params.maxDets = [1, 10, max_detections]
         evaluation.evaluate()

@@ -12,7 +12,7 @@ import openvino as ov
 import pytest
 
 from services import reference_models
-from services.accuracy.inference import (annotations_as_detections, evaluate, from_coco_results, predictions_from_bytes,
+from services.accuracy.inference import (_rounded, annotations_as_detections, evaluate, from_coco_results, predictions_from_bytes,
                                         predictions_to_bytes, to_coco_results)
 from services.accuracy.render import BoxSet, render_boxes, render_comparison, render_predictions
 from workbench_runtime.detection import Decoder, Detections
@@ -126,6 +126,30 @@ def test_coco_results_round_trip():
     assert back[10] == Detections([[10, 20, 50, 80], [0, 0, 5, 5]], [0.9, 0.2], [0, 2])
     assert len(back[11]) == 0
     assert from_coco_results(results, {0: 1}).keys() == {10}
+
+
+def test_coco_results_are_each_number_rounded_as_round_does():
+    """Rounded a whole image at a time, the numbers equal round(value, 3) / round(score, 6) of each detection,
+    ties included: exact binary halves, float32 values next to a decimal half, and float64 decimal halves."""
+    rng = np.random.default_rng(7)
+    corners = rng.random((5000, 2)) * 700
+    sizes = rng.random((5000, 2)) * 90
+    boxes = np.concatenate([corners, corners + sizes], axis=1)
+    boxes[:1000] = np.round(boxes[:1000] * 16) / 16  # exact binary fractions: many exact ties at 3 decimals
+    boxes[1000:2000] = np.floor(boxes[1000:2000] * 1000) / 1000 + 0.0005  # decimal ties, inexact in binary
+    scores = rng.random(5000)
+    scores[:500] = np.floor(scores[:500] * 1e6) / 1e6 + 5e-7
+    found = {1: Detections(boxes, scores, rng.integers(0, 3, 5000))}
+    results = to_coco_results(found, {0: 1, 1: 2, 2: 3})
+    kept = found[1]  # as stored: float32
+    expected = [[round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)] for x1, y1, x2, y2 in kept.boxes.tolist()]
+    assert [r["bbox"] for r in results] == expected
+    assert [r["score"] for r in results] == [round(v, 6) for v in kept.scores.tolist()]
+    # float64 decimal ties, where rint(v * 1000) / 1000 alone is off for about a third of them
+    ties = np.arange(0, 200_000) / 1000 + 0.0005
+    assert _rounded(ties, 3) == [round(v, 3) for v in ties.tolist()]
+    unrounded = to_coco_results(found, {0: 1, 1: 2, 2: 3}, decimals=None)
+    assert [r["bbox"] for r in unrounded] == [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in kept.boxes.tolist()]
 
 
 def test_annotations_as_detections_and_metrics_of_perfect_predictions():
