@@ -188,7 +188,7 @@ def average_precision(predictions: Mapping[ImageId, Detections], ground_truth: M
             if len(g):
                 ious = iou_matrix(found.boxes[d], truth.boxes[g])
                 taken = np.zeros(len(g), bool)
-                for i in range(len(d)):
+                for i in np.flatnonzero(ious.max(axis=1) >= threshold).tolist():  # the rest can match nothing
                     row = np.where(taken, -1.0, ious[i])
                     best = row.max()
                     if best >= threshold:
