@@ -288,7 +288,8 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
 
     # the fastest candidate whose metric is within the bound of the best one. Metrics first: a candidate that
     # falls out of reach of the best is dropped at once, so only models that can still win stay in memory,
-    # and only those left in reach at the end have their throughput measured (the others' stays 0: unmeasured)
+    # and only those left in reach at the end have their throughput measured, one per speed (the others'
+    # stays 0: unmeasured)
     report("statistics", 0.05, f"collecting statistics for {len(settings)} settings, {count} images")
     contenders: list[tuple[ov.Model, Candidate, Setting]] = []
     steps = calibrations(model, data, config, settings, count)
@@ -307,6 +308,7 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
         if i + 1 < len(settings):
             report("statistics", 0.05 + 0.4 * (i + 1) / len(settings), f"calibrating: {settings[i + 1].describe()}")
     if validation is not None:
+        contenders = _one_per_speed(contenders)
         for j, (quantized, candidate, _) in enumerate(contenders):
             report("validate", 0.45 + 0.1 * j / len(contenders), f"measuring {candidate.description}")
             candidate.throughput_fps = validation.fps(quantized)
@@ -338,6 +340,18 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
     outcome.fp_layers = float_layers(quantized)
     report("done", 1.0, f"{outcome.metric_name or 'metric'} {outcome.metric_after:.4f}")
     return outcome
+
+
+def _one_per_speed(contenders: list[tuple[ov.Model, Candidate, Setting]]) -> list[tuple[ov.Model, Candidate, Setting]]:
+    """Of settings that differ only in bias correction, the better metric (the first on a tie). Bias correction
+    changes bias values, not operations: such models run at one speed, and measuring each would let the
+    machine's noise pick between them."""
+    best: dict[tuple[str, str], tuple[ov.Model, Candidate, Setting]] = {}
+    for entry in contenders:
+        key = (entry[2].preset, entry[2].overflow_fix)
+        if key not in best or entry[1].metric > best[key][1].metric:
+            best[key] = entry
+    return list(best.values())
 
 
 def _accuracy_aware(model, data, config, setting: Setting, count, validation: Validation, report: Report):
