@@ -119,7 +119,7 @@ def _html(parent, child, comparison, report, rows, pictures, speed_only: bool, c
     images = "".join(f"<figure><img src='{e(path)}'><figcaption>{e(row.image)}: A={row.a}, B={row.b}, "
                      f"matches={row.matches}</figcaption></figure>" for row, path in pictures)
     candidates = "".join(f"<li>{'<b>' if x.chosen else ''}{e(x.description)}: {e(q.metric_name)} {x.metric:.4f}, "
-                         + (f"{x.throughput_fps:.1f} FPS" if x.throughput_fps else "FPS not measured (out of reach)")
+                         + (f"{x.throughput_fps:.1f} FPS" if x.throughput_fps else "FPS not measured")
                          + f"{'</b>' if x.chosen else ''}</li>" for x in q.candidates)
     conditions = b.conditions
     return f"""<!doctype html><meta charset=utf-8><title>{e(child.name)}</title>

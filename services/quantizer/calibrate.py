@@ -59,7 +59,7 @@ class QuantizeConfig:
 class Candidate:
     description: str
     metric: float
-    throughput_fps: float  # 0: not measured, its metric was out of reach of the best
+    throughput_fps: float  # 0: not measured (out of reach of the best metric, or its twin in bias correction was)
     chosen: bool = False
 
 
@@ -122,6 +122,12 @@ class Setting:
     preset: str
     overflow_fix: str
     fast_bias_correction: bool
+
+    @property
+    def quantizers(self) -> tuple[str, str]:
+        """What MinMax's FakeQuantize placement and ranges depend on. Settings alike here differ only in bias
+        values: they share MinMax's model and run at one speed."""
+        return self.preset, self.overflow_fix
 
     def describe(self) -> str:
         bias = "fast bias correction" if self.fast_bias_correction else "full bias correction"
@@ -227,7 +233,7 @@ def calibrations(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, se
     # one MinMax per preset and overflow fix (the first setting's), every setting's bias correction
     minmax = {}
     for setting in settings:
-        minmax.setdefault((setting.preset, setting.overflow_fix), steps[setting][0][0])
+        minmax.setdefault(setting.quantizers, steps[setting][0][0])
     aggregator = StatisticsAggregatorFactory.create(model, data)
     with _refusals():
         for algorithm in [*minmax.values(), *(a for s in settings for a in steps[s][0][1:])]:
@@ -235,15 +241,15 @@ def calibrations(model: ov.Model, data: nncf.Dataset, config: QuantizeConfig, se
         aggregator.collect_statistics(model, graph)
     statistics = aggregator.statistic_points
 
-    quantized_by = {}  # (preset, overflow fix) -> MinMax's model and graph, while a setting still needs them
+    quantized_by = {}  # Setting.quantizers -> MinMax's model and graph, while a setting still needs them
     for i, setting in enumerate(settings):
-        key = (setting.preset, setting.overflow_fix)
+        key = setting.quantizers
         if key not in quantized_by:
             with _refusals():
                 quantized = minmax[key].apply(model, graph, statistics)
             quantized_by[key] = (quantized, build_graph(quantized))
         quantized, quantized_graph = quantized_by[key]
-        if not any((s.preset, s.overflow_fix) == key for s in settings[i + 1:]):
+        if not any(s.quantizers == key for s in settings[i + 1:]):
             del quantized_by[key]
         for algorithm in steps[setting][0][1:]:  # out of place: MinMax's model stays as it was
             quantized = algorithm.apply(quantized, quantized_graph, statistics)
@@ -343,12 +349,11 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
 
 
 def _one_per_speed(contenders: list[tuple[ov.Model, Candidate, Setting]]) -> list[tuple[ov.Model, Candidate, Setting]]:
-    """Of settings that differ only in bias correction, the better metric (the first on a tie). Bias correction
-    changes bias values, not operations: such models run at one speed, and measuring each would let the
-    machine's noise pick between them."""
+    """Of settings with the same quantizers (differing only in bias correction), the better metric (the first on
+    a tie): such models run at one speed, and measuring each would let the machine's noise pick between them."""
     best: dict[tuple[str, str], tuple[ov.Model, Candidate, Setting]] = {}
     for entry in contenders:
-        key = (entry[2].preset, entry[2].overflow_fix)
+        key = entry[2].quantizers
         if key not in best or entry[1].metric > best[key][1].metric:
             best[key] = entry
     return list(best.values())
