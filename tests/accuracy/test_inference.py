@@ -12,8 +12,8 @@ import openvino as ov
 import pytest
 
 from services import reference_models
-from services.accuracy.inference import (_rounded, annotations_as_detections, evaluate, from_coco_results, predictions_from_bytes,
-                                        predictions_to_bytes, to_coco_results)
+from services.accuracy.inference import (_rounded, annotations_as_detections, evaluate, from_coco_results,
+                                        predictions_from_bytes, predictions_to_bytes, to_coco_results)
 from services.accuracy.render import BoxSet, render_boxes, render_comparison, render_predictions
 from workbench_runtime.detection import Decoder, Detections
 from workbench_runtime.errors import Cancelled, InvalidArgument
