@@ -36,7 +36,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import REPO, emit, median, peak_rss_mb, reset_peak_rss, seaweed  # noqa: E402
+from bench.harness import REPO, cpu_s, emit, median, peak_rss_mb, reset_peak_rss, seaweed  # noqa: E402
 from services.accuracy.dataset_import import DatasetLimits, normalize_dataset  # noqa: E402
 from services.common.images import decode_image_bytes, tune_allocator_for_images  # noqa: E402
 from services.common.object_store import ObjectStore  # noqa: E402
@@ -72,12 +72,6 @@ def make_dataset(count: int, folder: Path) -> tuple[Path, list[bytes]]:
         for image, blob in zip(images, blobs):
             zf.writestr(f"images/{image['file_name']}", blob)
     return archive, blobs
-
-
-def cpu_s(pid: int | str = "self") -> float:
-    """user + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def current_rss_mb() -> float:

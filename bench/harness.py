@@ -142,6 +142,12 @@ def wait_serving(address: str, timeout: float = 60.0) -> None:
             time.sleep(0.2)
 
 
+def cpu_s(pid: int | str = "self") -> float:
+    """A process' CPU time so far (user and system), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int | str = "self") -> float:
     """Peak resident memory (VmHWM) of a process, in MB."""
     return _status_mb(pid, "VmHWM")
