@@ -13,7 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -92,6 +95,22 @@ def test_an_optimize_job_is_one_trace_from_the_client_to_the_worker_and_its_s3_c
     # the job's log line names it and its trace, though nothing passed them to the logger
     ended = [line for line in job_log() if f"job {job.id} ended as JOB_STATE_SUCCEEDED" in line["msg"]]
     assert len(ended) == 1 and ended[0]["job_id"] == job.id and ended[0]["trace_id"] == job.trace_id, ended
+
+
+def test_health_checks_and_reflection_are_not_traced(spans, traced):
+    """A kubelet probes every pod every few seconds: those calls would each be a trace of one span."""
+    project = traced.client.create_project("probed")
+    with grpc.insecure_channel(traced.servers["gateway"].address) as channel:
+        assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest()).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        listing = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        assert next(listing).list_services_response.service
+    traced.client.get_project(project.id)
+
+    names = [span.name for span in spans.get_finished_spans() if span.kind == SpanKind.SERVER]
+    assert "workbench.v1.GatewayService/GetProject" in names, names
+    assert not [name for name in names if name.startswith(("grpc.health", "grpc.reflection"))], names
 
 
 def test_without_tracing_jobs_carry_no_trace(workbench):

@@ -2,7 +2,8 @@
 
 Server side (first of services/common/server.py's interceptors, so it sees what auth refuses and the
 status errors map to): the RPC's count by status code and its latency (metrics.py), and, with tracing on,
-a SERVER span continuing the caller's traceparent (tracing.py). Streams are counted when they end.
+a SERVER span continuing the caller's traceparent (tracing.py), except for health checks and reflection.
+Streams are counted when they end.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from services.common.telemetry import metrics, tracing
 
 OK, CANCELLED = grpc.StatusCode.OK.name, grpc.StatusCode.CANCELLED.name
 ALWAYS_KNOWN = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+# probes (a kubelet asks every pod every few seconds) and tooling: counted, but no trace of their own each time
+UNTRACED = tuple(f"/{service}/" for service in ALWAYS_KNOWN)
 
 
 class TelemetryInterceptor(grpc.ServerInterceptor):
@@ -42,6 +45,10 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
             return None
         method, recorder = handler_call_details.method, self._recorder(handler_call_details.method)
         metadata = handler_call_details.invocation_metadata
+        traced = not method.startswith(UNTRACED)
+
+        def opened():
+            return tracing.server_span(method, metadata) if traced else None
 
         def ended(start: float, span, code: str) -> None:
             recorder.done(code, time.perf_counter() - start)
@@ -54,7 +61,7 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
         def wrap(behavior, response_streaming):
             if getattr(behavior, "experimental_non_blocking", False):  # WatchJob, health Watch: end after returning
                 def non_blocking(request, context, send):
-                    start, span = time.perf_counter(), tracing.server_span(method, metadata)
+                    start, span = time.perf_counter(), opened()
                     closed = []  # the handler ended the stream (send(None)); else the client went away
 
                     def sending(response):
@@ -74,7 +81,7 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
 
             if response_streaming:
                 def streaming(request, context):
-                    start, span = time.perf_counter(), tracing.server_span(method, metadata)
+                    start, span = time.perf_counter(), opened()
                     code = OK
                     try:
                         with tracing.activated(span):
@@ -91,7 +98,7 @@ class TelemetryInterceptor(grpc.ServerInterceptor):
                 return streaming
 
             def unary(request, context):
-                start, span = time.perf_counter(), tracing.server_span(method, metadata)
+                start, span = time.perf_counter(), opened()
                 code = OK
                 try:
                     with tracing.activated(span):
