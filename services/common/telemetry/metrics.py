@@ -24,11 +24,15 @@ import logging
 import time
 from typing import Callable, Iterable
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
+
+# no `<name>_created` series beside every counter and histogram series: a series each that no query reads, and
+# samples every scrape formats (the gateway's scrape after a flow: 817 samples with them, 760 without)
+disable_created_metrics()
 
 # RPCs and S3/database calls: a millisecond to minutes (worker streams run long); jobs: seconds to hours
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
