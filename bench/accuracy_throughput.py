@@ -2,9 +2,10 @@
 
 Evaluation: services.accuracy.inference.evaluate over the 80 vtest frames repeated (--images, distinct image
 ids), read as the accuracy service reads a dataset's images: objects in a throwaway SeaweedFS bucket, known by
-the sha256 a manifest records (StoredImage), i.e. fetching, preprocessing, inference, decoding (confidence floor 0.001, as COCO evaluations use), then
-the metrics the accuracy service computes: COCO metrics with pycocotools against a reference (the FP32
-model's detections >= 0.25, f32 inference, made once), parent agreement and the per-image comparison.
+the sha256 a manifest records (StoredImage). That is fetching, preprocessing, inference, decoding (confidence
+floor 0.001, as COCO evaluations use), then the metrics the accuracy service computes: COCO metrics
+(pycocotools' numbers, by faster-coco-eval) against a reference (the FP32 model's detections >= 0.25, f32
+inference, made once), parent agreement and the per-image comparison.
 Baseline: services.common.measure.benchmark on the same model, device and hint (CPU, THROUGHPUT, the
 runtime's default precision), fed the same preprocessed frames, for about as long as one evaluation.
 The two alternate, --runs times each; figures are medians. The evaluation rate counts from the first
@@ -13,8 +14,8 @@ image on (compilation excluded, as the benchmark excludes it) to the metrics' en
 Three evaluations a run, each against the same benchmark figure: "uncached" fetches, decodes and preprocesses
 every image (no tensor cache, as before the cache), "first" fills an empty services.common.tensor_cache directory
 (the first evaluation of a dataset; the vtest frames repeat, so only the first 80 images are misses: see
-first_cache_misses), "cached" reads that filled cache without fetching (every later evaluation of the same dataset, input
-size and preprocessing: the child's, a re-run). The cached evaluation's predictions must equal the
+first_cache_misses), "cached" reads that filled cache without fetching (every later evaluation of the same
+dataset, input size and preprocessing: the child's, a re-run). The cached evaluation's predictions must equal the
 uncached one's byte for byte (checked, "bit_identical"). The target is for the cached evaluation.
 
 FP32 is the converted yolov4-tiny; INT8 is it quantized with NNCF (default preset, 46 calibration

@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import io
 import json
-import os
 import time
 import zipfile
 from collections.abc import Callable, Hashable, Iterable, Mapping
