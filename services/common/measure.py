@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -29,6 +28,8 @@ import openvino.properties as props
 import openvino.properties.hint as hints
 
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument
+from services.common import cpu
+from services.common.openvino_errors import reason
 from services.common.progress import Report
 from services.common.settings import Settings
 
@@ -93,7 +94,7 @@ class BenchResult:
 def conditions(core: ov.Core, device: str) -> dict[str, object]:
     """What a figure was measured under; never quote a number without it."""
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu.model_name(),
         "cpu_cores": os.cpu_count() or 0,
         "load_average": round(os.getloadavg()[0], 2),
         "openvino_version": ov.get_version(),
@@ -129,7 +130,7 @@ def prepare(model: ov.Model, config: BenchConfig) -> ov.Model:
         try:
             model.reshape(shapes)
         except Exception as exc:
-            raise InvalidArgument(f"the model cannot be reshaped to batch {config.batch}: {str(exc).splitlines()[0]}",
+            raise InvalidArgument(f"the model cannot be reshaped to batch {config.batch}: {reason(exc)}",
                                   field="config.batch") from None
     for port in model.inputs:
         if port.get_partial_shape().is_dynamic:
@@ -193,7 +194,7 @@ def _measure(model: ov.Model, config: BenchConfig, images: np.ndarray | None, re
     try:
         compiled = core.compile_model(model, config.device, compile_properties(config))
     except Exception as exc:
-        raise FailedPrecondition(f"{config.device} cannot compile the model: {str(exc).splitlines()[0]}",
+        raise FailedPrecondition(f"{config.device} cannot compile the model: {reason(exc)}",
                                  field="config") from None
     compile_s = time.perf_counter() - started
     nireq = config.infer_requests or compiled.get_property(props.optimal_number_of_infer_requests)
@@ -466,13 +467,3 @@ def _disturbance(before: tuple[float, float], after: tuple[float, float], second
         return {"disturbed": True,
                 "disturbed_reason": f"other processes used {others:.2f} CPU cores during the measurement"}
     return {"disturbed": False, "disturbed_reason": ""}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

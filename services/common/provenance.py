@@ -12,11 +12,10 @@ from importlib import metadata
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
+from services.common import cpu
 from workbench.v1 import common_pb2
 
 PACKAGES = ("openvino", "nncf", "numpy", "opencv-python-headless", "workbench-services")
-# instruction sets that change how fast, and in which precision, OpenVINO runs on a CPU
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "avx_vnni")
 
 
 def provenance(service: str, inputs: dict[str, common_pb2.ObjectRef], config: Message | None) -> common_pb2.Provenance:
@@ -89,16 +88,6 @@ def _versions() -> dict[str, str]:
 
 @functools.cache
 def _static_machine() -> common_pb2.Machine:
-    model, flags = "", set()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            name, _, value = line.partition(":")
-            if name.strip() == "model name" and not model:
-                model = value.strip()
-            elif name.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:  # not Linux: what platform knows
-        model = platform.processor()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-    return common_pb2.Machine(cpu_model=model, cpu_cores=len(os.sched_getaffinity(0)),
-                              cpu_flags=" ".join(f for f in CPU_FLAGS if f in flags), memory_bytes=memory)
+    return common_pb2.Machine(cpu_model=cpu.model_name(), cpu_cores=len(os.sched_getaffinity(0)),
+                              cpu_flags=" ".join(f for f in cpu.FLAGS if f in cpu.machine_flags()), memory_bytes=memory)

@@ -49,6 +49,9 @@ class Settings:
     metrics_listen: str = ""
     # largest upload the gateway accepts, in bytes
     max_upload_bytes: int = 8 * 1024 * 1024 * 1024
+    # most elements a model's input or constant may have: an import with more is refused (the converter,
+    # services/converter/limits.py); 0: no limit
+    max_tensor_elements: int = 2**31
     # a worker's long calls (conversions, calibrations, measurements, evaluations) at once; past them a
     # call is refused at once and the gateway tries another replica. 0: no limit
     slots: int = 0
@@ -69,6 +72,9 @@ class Settings:
     tensor_cache_bytes: int = 4 * 1024**3
     # where measurements on one machine take turns (services/common/measure.py); "" = /dev/shm or the temp dir
     measure_lock_dir: str = ""
+    # the CPU's instruction-set level as the project's own choices see it (services/common/cpu.py): "" reads
+    # the CPU; avx2, avx512_core_vnni, avx512_core_amx, ... exercise another CPU class's logic on this one
+    cpu_isa: str = ""
     web_listen: str = "127.0.0.1:8080"
     address: str = "127.0.0.1:50051"
     gateway_tls_ca: str = ""

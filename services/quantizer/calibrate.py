@@ -30,6 +30,7 @@ from nncf.quantization.algorithms.post_training.pipeline import create_ptq_pipel
 from openvino._offline_transformations import compress_quantize_weights_transformation
 
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument
+from services.common import cpu
 from services.common.progress import Report
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ class QuantizeConfig:
     model_type: str = ""
     ignored_scope: tuple[str, ...] = ()
     target_device: str = "ANY"
-    max_drop: float = 0.01
-    drop_type: str = "absolute"
+    max_drop: float = 0.01  # both methods: AccuracyAware restores within it, Default's result is judged by it
+    drop_type: str = "absolute"  # absolute | relative ("" in an effective config: no bound was applied)
     # the automatic choice keeps the fastest candidate whose metric is within this of the best one
     agreement_bound: float = 0.01
 
@@ -96,15 +97,9 @@ class Outcome:
     candidates: list[Candidate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     calibration_images: int = 0
-
-
-def cpu_has_vnni() -> bool:
-    """u8 x s8 dot products saturate without VNNI (AVX2 only): then the overflow fix is needed."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return any(flag in flags for flag in (" avx512_vnni", " avx_vnni", " amx_int8"))
+    # metric_before - metric_after as config.drop_type reads it (judge_drop); None: nothing was measured
+    accuracy_drop: float | None = None
+    within_max_drop: bool = False
 
 
 def overflow_choices(config: QuantizeConfig) -> list[str]:
@@ -112,7 +107,7 @@ def overflow_choices(config: QuantizeConfig) -> list[str]:
     precision there; without VNNI, the fix on every layer and on the first one only are both worth measuring."""
     if config.overflow_fix != "auto":
         return [config.overflow_fix]
-    return ["disable"] if cpu_has_vnni() else ["enable", "first_layer"]
+    return ["disable"] if cpu.has_vnni() else ["enable", "first_layer"]
 
 
 @dataclass(frozen=True)
@@ -322,8 +317,7 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
                    metric=candidate.metric, fps=candidate.throughput_fps)
     quantized, chosen, setting = max(contenders, key=lambda entry: entry[1].throughput_fps)
     chosen.chosen = True
-    outcome.config = replace(config, preset=setting.preset, overflow_fix=setting.overflow_fix,
-                             fast_bias_correction=setting.fast_bias_correction, subset_size=count)
+    outcome.config = effective_config(config, setting, count, judged=validation is not None)
 
     if config.method == "accuracy_aware":
         if validation is None:
@@ -334,18 +328,61 @@ def quantize(model: ov.Model, images: list[np.ndarray], config: QuantizeConfig,
         for candidate in outcome.candidates:
             candidate.chosen = False
         outcome.candidates.append(chosen)
-        drop = outcome.metric_before - chosen.metric
-        if config.drop_type == "relative" and outcome.metric_before:
-            drop /= outcome.metric_before
-        if drop > config.max_drop:
-            outcome.warnings.append(
-                f"accuracy control stopped outside the bound: {validation.name} {chosen.metric:.4f}, a drop of "
-                f"{drop:.4f} > {config.max_drop} ({config.drop_type}); NNCF's accuracy control ended there with "
-                f"{len(float_layers(quantized))} layers in floating point; the best it reached is kept")
     outcome.model, outcome.metric_after = quantized, chosen.metric
     outcome.fp_layers = float_layers(quantized)
+    if validation is not None:
+        judge_drop(outcome)
     report("done", 1.0, f"{outcome.metric_name or 'metric'} {outcome.metric_after:.4f}")
     return outcome
+
+
+def effective_config(config: QuantizeConfig, setting: Setting, count: int, judged: bool) -> QuantizeConfig:
+    """The settings the method ran with: the chosen preset, overflow fix and bias correction; the images calibrated
+    on as subset_size (subset_fraction is resolved into it); the target device by NNCF's name; model type and
+    ignored scope as given (both reach NNCF); max_drop and drop_type, the bound the result is judged against, or
+    cleared when nothing could be judged (no metric for this model)."""
+    return replace(config, preset=setting.preset, overflow_fix=setting.overflow_fix,
+                   fast_bias_correction=setting.fast_bias_correction, subset_size=count, subset_fraction=0.0,
+                   target_device=TargetDevice[config.target_device.upper() or "ANY"].name,
+                   max_drop=config.max_drop if judged else 0.0, drop_type=config.drop_type if judged else "")
+
+
+def accuracy_drop(before: float, after: float, drop_type: str) -> float:
+    """before - after; relative: as a share of before (absolute where before is 0)."""
+    drop = before - after
+    return drop / before if drop_type == "relative" and before else drop
+
+
+def _in_points(drop: float, drop_type: str) -> str:
+    return f"{100 * drop:.1f} %" if drop_type == "relative" else f"{100 * drop:.1f} points"
+
+
+def judge_drop(outcome: Outcome) -> None:
+    """The drop against the parent (its agreement with itself, or its own score against the annotations) and
+    whether it is within max_drop, for either method; beyond it, a warning that says so and what to try next."""
+    config = outcome.config
+    drop = accuracy_drop(outcome.metric_before, outcome.metric_after, config.drop_type)
+    outcome.accuracy_drop = drop
+    outcome.within_max_drop = drop <= config.max_drop + 1e-9  # 1.0 - 0.99 is 0.0100000000000000089
+    if outcome.within_max_drop:
+        return
+    relative = " --relative" if config.drop_type == "relative" else ""
+    beyond = (f"{_in_points(drop, config.drop_type)} below the parent ({outcome.metric_name} "
+              f"{outcome.metric_before:.4f} -> {outcome.metric_after:.4f}), beyond the bound of "
+              f"{_in_points(config.max_drop, config.drop_type)} (max_drop {config.max_drop:g}, {config.drop_type})")
+    scope = ("keep the most sensitive layers in floating point with an ignored scope (ignored_scope; "
+             "CLI: --ignore PATTERN, repeatable)")
+    if config.method == "accuracy_aware":
+        outcome.warnings.append(
+            f"accuracy control stopped outside the bound: the INT8 model is {beyond}; NNCF's accuracy control ended "
+            f"there with {len(outcome.fp_layers)} layers in floating point and the best it reached is kept. To get "
+            f"within it, {scope}, or accept a larger max_drop (CLI: --max-drop)")
+    else:
+        outcome.warnings.append(
+            f"the INT8 model is {beyond}: the Default method keeps the fastest candidate whatever its drop. To stay "
+            f"within the bound, run AccuracyAware with max_drop {config.max_drop:g} (CLI: --accuracy-aware --max-drop "
+            f"{config.max_drop:g}{relative}; console: Method AccuracyAware; API: method "
+            f"QUANTIZATION_METHOD_ACCURACY_AWARE), or {scope}")
 
 
 def _one_per_speed(contenders: list[tuple[ov.Model, Candidate, Setting]]) -> list[tuple[ov.Model, Candidate, Setting]]:

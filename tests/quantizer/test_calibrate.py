@@ -28,17 +28,17 @@ PHOTOS = sorted((REPO / "data" / "images").glob("*.jpg"))
 
 
 def test_auto_measures_presets_and_bias_correction_with_the_isa_overflow_handling(monkeypatch):
-    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: True)
+    monkeypatch.setenv("WORKBENCH_CPU_ISA", "avx512_core_vnni")
     assert candidate_settings(QuantizeConfig()) == [
         Setting("performance", "disable", True), Setting("performance", "disable", False),
         Setting("mixed", "disable", True), Setting("mixed", "disable", False)]
-    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: False)  # AVX2 only: u8 x s8 can saturate
+    monkeypatch.setenv("WORKBENCH_CPU_ISA", "avx2")  # AVX2 only: u8 x s8 can saturate
     assert {s.overflow_fix for s in candidate_settings(QuantizeConfig())} == {"enable", "first_layer"}
     assert len(candidate_settings(QuantizeConfig())) == 8
 
 
 def test_explicit_choices_narrow_the_grid(monkeypatch):
-    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: True)
+    monkeypatch.setenv("WORKBENCH_CPU_ISA", "avx512_core_vnni")
     assert candidate_settings(QuantizeConfig(preset="mixed")) == [Setting("mixed", "disable", True)]
     assert candidate_settings(QuantizeConfig(fast_bias_correction=False, overflow_fix="enable")) == [
         Setting("performance", "enable", False), Setting("mixed", "enable", False)]
@@ -81,7 +81,7 @@ def test_features_need_a_convolution(tiny_tensors):
 
 def test_the_choice_is_the_fastest_within_the_bound_of_the_best_metric(monkeypatch, tmp_path):
     """Scripted judgements on a real small model: the rule, not the order candidates come in, decides."""
-    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: True)
+    monkeypatch.setenv("WORKBENCH_CPU_ISA", "avx512_core_vnni")
     model = small_model(tmp_path)
     # perf/fast, perf/full, mixed/fast, mixed/full; the parent's metric comes with the validation
     metrics = iter([0.962, 0.90, 0.958, 0.965])
@@ -101,7 +101,7 @@ def test_the_choice_is_the_fastest_within_the_bound_of_the_best_metric(monkeypat
 def test_bias_correction_changes_biases_only(monkeypatch, tiny_tensors):
     """Why the choice measures one speed per preset and overflow fix: on yolov4-tiny, fast and full bias
     correction make the same operations with the same quantizer ranges; only bias values differ."""
-    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: True)
+    monkeypatch.setenv("WORKBENCH_CPU_ISA", "avx512_core_vnni")
     model, frames, _ = tiny_tensors
     config = QuantizeConfig()
     made = dict(calibrations(model, nncf.Dataset([f[None] for f in frames[:8]]), config, candidate_settings(config), 8))
@@ -123,7 +123,7 @@ def test_bias_correction_changes_biases_only(monkeypatch, tiny_tensors):
 
 
 def test_of_two_settings_differing_in_bias_correction_only_the_better_metric_is_kept(monkeypatch, tmp_path):
-    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: True)
+    monkeypatch.setenv("WORKBENCH_CPU_ISA", "avx512_core_vnni")
     model = small_model(tmp_path)
     metrics = iter([0.95, 0.90, 0.958, 0.965])
     validation = calibrate.Validation("scripted", lambda compiled: next(metrics), lambda candidate: 100.0, parent=1.0)
@@ -151,9 +151,9 @@ def ir(model: ov.Model, folder: Path) -> tuple[str, bytes]:
     return xml, (folder / "m.bin").read_bytes()
 
 
-@pytest.mark.parametrize("vnni", [True, False])
-def test_shared_statistics_make_every_candidate_exactly_as_its_own_nncf_run(monkeypatch, tmp_path, vnni):
-    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: vnni)
+@pytest.mark.parametrize("isa", ["avx512_core_vnni", "avx2"])
+def test_shared_statistics_make_every_candidate_exactly_as_its_own_nncf_run(monkeypatch, tmp_path, isa):
+    monkeypatch.setenv("WORKBENCH_CPU_ISA", isa)
     model, config = small_model(tmp_path), QuantizeConfig()
     settings = candidate_settings(config)
     data = nncf.Dataset([image[None] for image in images(6)])
@@ -170,7 +170,7 @@ def test_shared_statistics_make_every_candidate_exactly_as_its_own_nncf_run(monk
 
 def test_the_choice_and_its_model_are_the_same_without_sharing(monkeypatch, tmp_path):
     """A real metric (the candidate's outputs against the parent's in f32), so the winner follows the models."""
-    monkeypatch.setattr(calibrate, "cpu_has_vnni", lambda: True)
+    monkeypatch.setenv("WORKBENCH_CPU_ISA", "avx512_core_vnni")
     model, pictures = small_model(tmp_path), images(8)
     reference = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     expected = [reference(picture[None])[0] for picture in pictures]
