@@ -35,6 +35,7 @@ import openvino.properties.hint as hints
 from workbench_runtime.detection import Decoder, Detections
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from services.common.labels import LabelMapping
+from services.common.openvino_errors import reason
 from services.common.tensor_cache import ImageSource, StoredImage, TensorCache, load_input
 from workbench_runtime.preprocess import Preprocessing
 
@@ -78,7 +79,7 @@ def evaluate(model: ov.Model, images: Iterable[tuple[ImageId, ImageSource]], dec
     try:
         compiled = core.compile_model(model, device, config)
     except RuntimeError as exc:
-        raise FailedPrecondition(f"{device} cannot compile the model: {str(exc).splitlines()[0]}",
+        raise FailedPrecondition(f"{device} cannot compile the model: {reason(exc)}",
                                  field="device") from None
     names = {name for port in compiled.outputs for name in port.get_names()}
     missing = [name for name in decoder.output_names if name not in names]

@@ -15,6 +15,7 @@ from openvino._offline_transformations import apply_moc_transformations, compres
 from openvino.preprocess import PrePostProcessor
 
 from services.common.archives import ArchiveLimits, extract, is_archive
+from services.common.openvino_errors import reason
 from workbench_runtime.errors import InvalidArgument
 
 # Framework names as the contracts spell them (workbench.v1.Framework without the prefix).
@@ -109,9 +110,16 @@ def load(framework: str, files: ModelFiles, workdir: Path) -> tuple[ov.Model, st
         apply_moc_transformations(model, cf=False, smart_reshape=True)
         compress_quantize_weights_transformation(model)
         return model, found
-    except Exception as exc:  # frontends raise plain RuntimeErrors/OpConversionFailure with useful text
-        raise InvalidArgument(f"{files.shown(source)}: {found} model could not be converted: {_first_line(exc)}",
-                              field="files") from None
+    except Exception as exc:  # frontends raise plain RuntimeErrors/OpConversionFailure/GeneralFailure
+        raise InvalidArgument(f"{files.shown(source)}: {found} model could not be converted: "
+                              f"{_without_local_paths(reason(exc), files, source)}", field="files") from None
+
+
+def _without_local_paths(text: str, files: ModelFiles, source: Path) -> str:
+    """A frontend's reason names the converter's temporary folder (e.g. external data "outside the base directory
+    '/tmp/...'"): the user sees their file's name and "the model's folder" instead."""
+    text = text.replace(str(source), files.shown(source)).replace(f"'{source.parent}'", "(the model's folder)")
+    return text.replace(f"{source.parent}/", "")
 
 
 def _load_darknet(files: ModelFiles) -> ov.Model:
@@ -131,7 +139,7 @@ def _load_ir(files: ModelFiles) -> ov.Model:
     try:
         return ov.Core().read_model(str(files.ir_xml), str(files.ir_bin))
     except Exception as exc:
-        raise InvalidArgument(f"not a valid OpenVINO IR: {_first_line(exc)}", field="files") from None
+        raise InvalidArgument(f"not a valid OpenVINO IR: {reason(exc)}", field="files") from None
 
 
 def _refuse_dtd(xml: Path) -> None:
@@ -179,7 +187,7 @@ def apply_options(model: ov.Model, options: ConvertOptions) -> ov.Model:
         except InvalidArgument:
             raise
         except Exception as exc:
-            raise InvalidArgument(f"the model cannot take that input shape: {_first_line(exc)}",
+            raise InvalidArgument(f"the model cannot take that input shape: {reason(exc)}",
                                   field="options.input_shapes") from None
     if options.layouts or options.mean_values or options.scale_values or options.reverse_input_channels:
         model = _preprocess(model, options)
@@ -236,15 +244,10 @@ def _preprocess(model: ov.Model, options: ConvertOptions) -> ov.Model:
     except InvalidArgument:
         raise
     except Exception as exc:
-        raise InvalidArgument(f"the preprocessing does not fit the model: {_first_line(exc)}",
+        raise InvalidArgument(f"the preprocessing does not fit the model: {reason(exc)}",
                               field="options") from None
 
 
 def save(model: ov.Model, xml: Path, compress_to_fp16: bool) -> tuple[Path, Path]:
     ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
     return xml, xml.with_suffix(".bin")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return next((line for line in text if line.strip()), type(exc).__name__)[:300]
