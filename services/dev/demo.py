@@ -39,10 +39,35 @@ class DemoResult:
             "parent_precision": a.inference_precision, "images": c.images, "a_int8": c.total_a,
             "b_parent": c.total_b, "matches": c.matches, "f1": round(c.f1, 4),
             "parent_agreement": round(c.parent_agreement, 4),
+            **_drop_summary(self.child.optimization.result),
             "most_different": [{"image": r.image, "a": r.a, "b": r.b, "matches": r.matches}
                                for r in self.most_different],
             "report": str(self.html_path),
         }
+
+
+def _drop_summary(q: quantizer_pb2.QuantizationResult) -> dict:
+    """The INT8 model's accuracy drop against the parent and the verdict on it, when the quantizer measured one."""
+    if not q.HasField("accuracy_drop"):
+        return {}
+    relative = q.effective_config.drop_type == quantizer_pb2.DROP_TYPE_RELATIVE
+    return {"accuracy_drop": round(q.accuracy_drop, 4), "max_drop": q.effective_config.max_drop,
+            "drop_type": "relative" if relative else "absolute", "within_max_drop": q.within_max_drop}
+
+
+def _drop_html(q: quantizer_pb2.QuantizationResult) -> str:
+    """The drop and its verdict, then the quantizer's warnings (a drop beyond the bound says what to try next)."""
+    e = html.escape
+    parts = []
+    if q.HasField("accuracy_drop"):
+        unit = "%" if q.effective_config.drop_type == quantizer_pb2.DROP_TYPE_RELATIVE else "points"
+        verdict = "within" if q.within_max_drop else "<b class=warn>beyond</b>"
+        bound = q.effective_config.max_drop
+        parts.append(f"<p id=accuracy-drop>Accuracy drop against the parent: {100 * q.accuracy_drop:.1f} {unit} "
+                     f"({e(q.metric_name)} {q.metric_before:.4f} → {q.metric_after:.4f}), {verdict} the maximum drop "
+                     f"of {100 * bound:.1f} {unit} (max_drop {bound:g}).</p>")
+    parts.extend(f"<p class=warn>{e(w)}</p>" for w in q.warnings)
+    return "".join(parts)
 
 
 def run(client: WorkbenchClient, files: dict[str, Path], dataset: list[Path], *, name: str, speed_only: bool,
@@ -140,6 +165,7 @@ tr.diff{{background:#fff3e0}}figure{{display:inline-block;margin:0 1em 1em 0;wid
 {_chart(a, b)}
 <h2>Calibration</h2><ul>{candidates}</ul>
 <p>{q.calibration_images} calibration images; {len(q.fp_layers)} layers kept in floating point.</p>
+{_drop_html(q)}
 <h2>Layers</h2><table><tr><th>type</th><th>parent ms</th><th>precision</th><th>INT8 ms</th><th>precision</th></tr>
 {layers}</table>
 <h2>Accuracy: INT8 (A) against the parent (B)</h2>
@@ -274,6 +300,9 @@ def summary_text(result: DemoResult) -> str:
         f"comparison on {s['images']} images: A (INT8) {s['a_int8']}, B (parent) {s['b_parent']}, "
         f"matches {s['matches']}, F1 {s['f1']:.3f}, parent agreement {s['parent_agreement']:.3f}",
     ]
+    if "accuracy_drop" in s:
+        lines.append(f"accuracy drop against the parent {s['accuracy_drop']:.4f} ({s['drop_type']}), "
+                     f"{'within' if s['within_max_drop'] else 'BEYOND'} max_drop {s['max_drop']:g}")
     if s["most_different"]:
         lines.append("most different: " + "; ".join(f"{d['image']} (A {d['a']}, B {d['b']}, matches {d['matches']})"
                                                      for d in s["most_different"]))

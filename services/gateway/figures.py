@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from services.gateway.projects import Catalog
 from services.gateway.reports import Reports
-from workbench.v1 import gateway_pb2
+from workbench.v1 import gateway_pb2, quantizer_pb2
 
 
 def project_figures(catalog: Catalog, reports: Reports, project_id: str) -> list[gateway_pb2.Figure]:
@@ -27,6 +27,10 @@ def project_figures(catalog: Catalog, reports: Reports, project_id: str) -> list
         result = project.optimization.result
         add(f"optimization.{result.metric_name or 'metric'}_before", result.metric_before, "", result.provenance)
         add(f"optimization.{result.metric_name or 'metric'}_after", result.metric_after, "", result.provenance)
+        if result.HasField("accuracy_drop"):  # before - after, in the unit of the bound it is judged against
+            unit = "relative" if result.effective_config.drop_type == quantizer_pb2.DROP_TYPE_RELATIVE else "absolute"
+            add("optimization.accuracy_drop", result.accuracy_drop, unit, result.provenance)
+            add("optimization.max_drop", result.effective_config.max_drop, unit, result.provenance)
         for candidate in result.candidates:
             add(f"optimization.candidate[{candidate.description}].metric", candidate.metric, "", result.provenance)
             add(f"optimization.candidate[{candidate.description}].throughput_fps", candidate.throughput_fps, "FPS",

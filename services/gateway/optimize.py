@@ -20,7 +20,8 @@ class Optimizations:
     def start(self, request: gateway_pb2.OptimizeProjectRequest) -> common_pb2.Job:
         validate_name(request.name, required=False)
         config = request.config
-        if config.max_drop < 0 or (config.drop_type == quantizer_pb2.DROP_TYPE_ABSOLUTE and config.max_drop > 1):
+        # either method: AccuracyAware restores within max_drop, Default's result is judged against it
+        if config.max_drop < 0 or (config.drop_type != quantizer_pb2.DROP_TYPE_RELATIVE and config.max_drop > 1):
             raise InvalidArgument("max_drop must be within 0..1", field="config.max_drop")
         if config.WhichOneof("subset") == "subset_fraction" and not 0 < config.subset_fraction <= 1:
             raise InvalidArgument("subset_fraction must be within (0, 1]", field="config.subset_fraction")

@@ -45,7 +45,8 @@ def config_to_pb(config: QuantizeConfig) -> quantizer_pb2.QuantizationConfig:
                       "disable": quantizer_pb2.OVERFLOW_FIX_DISABLE}.get(config.overflow_fix, 0),
         model_type=config.model_type, ignored_scope=list(config.ignored_scope), target_device=config.target_device,
         max_drop=config.max_drop,
-        drop_type=quantizer_pb2.DROP_TYPE_RELATIVE if config.drop_type == "relative" else quantizer_pb2.DROP_TYPE_ABSOLUTE,
+        drop_type={"absolute": quantizer_pb2.DROP_TYPE_ABSOLUTE,
+                   "relative": quantizer_pb2.DROP_TYPE_RELATIVE}.get(config.drop_type, 0),
     )
     if config.fast_bias_correction is not None:
         result.fast_bias_correction = config.fast_bias_correction
@@ -87,11 +88,15 @@ def quantized_to_pb(quantized: Quantized, source_framework: int) -> quantizer_pb
 
 
 def result_to_pb(outcome: Outcome, artifact: common_pb2.ModelArtifact) -> quantizer_pb2.QuantizationResult:
-    return quantizer_pb2.QuantizationResult(
+    result = quantizer_pb2.QuantizationResult(
         model=artifact, effective_config=config_to_pb(outcome.config), metric_name=outcome.metric_name,
         metric_before=outcome.metric_before, metric_after=outcome.metric_after, fp_layers=outcome.fp_layers,
         candidates=[quantizer_pb2.QuantizationCandidate(description=c.description, metric=c.metric,
                                                         throughput_fps=c.throughput_fps, chosen=c.chosen)
                     for c in outcome.candidates],
         warnings=outcome.warnings, calibration_images=outcome.calibration_images,
+        within_max_drop=outcome.within_max_drop,
     )
+    if outcome.accuracy_drop is not None:
+        result.accuracy_drop = outcome.accuracy_drop
+    return result

@@ -130,11 +130,11 @@ def optimize_config(form: FormData) -> quantizer_pb2.QuantizationConfig:
     subset = integer(form, "subset_size", 1, 100_000, label="subset size")
     if subset:
         config.subset_size = subset
-    if config.method == quantizer_pb2.QUANTIZATION_METHOD_ACCURACY_AWARE:
-        config.max_drop = number(form, "max_drop", 0.0, 1.0, label="maximum accuracy drop")
-        if not config.max_drop:
-            raise FormError("max_drop", "AccuracyAware needs a maximum accuracy drop, e.g. 0.01")
-        config.drop_type = quantizer_pb2.DROP_TYPE_ABSOLUTE
+    # both methods: AccuracyAware restores within it; Default's result is judged against it (empty: 0.01)
+    config.max_drop = number(form, "max_drop", 0.0, 1.0, label="maximum accuracy drop")
+    if config.method == quantizer_pb2.QUANTIZATION_METHOD_ACCURACY_AWARE and not config.max_drop:
+        raise FormError("max_drop", "AccuracyAware needs a maximum accuracy drop, e.g. 0.01")
+    config.drop_type = quantizer_pb2.DROP_TYPE_ABSOLUTE
     return config
 
 

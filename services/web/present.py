@@ -38,6 +38,12 @@ def preset(config: quantizer_pb2.QuantizationConfig) -> str:
     return f"{method}, {chosen}" if config.preset else method
 
 
+def drop(value: float, config: quantizer_pb2.QuantizationConfig) -> str:
+    """An accuracy drop or bound as its drop type reads: points of the metric, or a share of the parent's."""
+    relative = config.drop_type == quantizer_pb2.DROP_TYPE_RELATIVE
+    return f"{100 * value:.1f} %" if relative else f"{100 * value:.1f} points"
+
+
 def fixed(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
@@ -90,5 +96,6 @@ def job_event(event: common_pb2.JobEvent) -> dict:
 
 def install(env: Environment) -> None:
     env.filters.update(framework=framework, dataset_format=dataset_format, job_state=job_state, job_kind=job_kind,
-                       preset=preset, fixed=fixed, percent=percent, megabytes=megabytes, when=when, took=took)
+                       preset=preset, drop=drop, fixed=fixed, percent=percent, megabytes=megabytes, when=when,
+                       took=took)
     env.globals.update(is_terminal=is_terminal, result_link=pages.result_link, JOB_KINDS=pages.JOB_KIND_NAMES)

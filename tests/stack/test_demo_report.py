@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import pytest
 
 from services.dev import demo
-from workbench.v1 import accuracy_pb2, common_pb2, gateway_pb2
+from workbench.v1 import accuracy_pb2, common_pb2, gateway_pb2, quantizer_pb2
 
 GLYPH = 0.6  # average character width in font sizes, a fair estimate for a sans-serif font
 
@@ -165,15 +165,18 @@ def test_chart_with_long_project_names_stays_inside(parent, int8):
     check_chart(demo._chart(bench(*parent), bench(*int8), labels=names), labels=names)
 
 
-def report_page(rows=(), class_rows=None) -> str:
+def report_page(rows=(), class_rows=None, optimization: quantizer_pb2.QuantizationResult | None = None) -> str:
     comparison = gateway_pb2.CompareProjectsResponse(throughput_ratio=2.94, latency_ratio=0.35)
     comparison.first.last_benchmark.CopyFrom(bench(136.7, 14.2))
     comparison.second.last_benchmark.CopyFrom(bench(402.3, 4.9))
     report = gateway_pb2.Report()
     report.result.comparison.images = 1
     extra = {} if class_rows is None else {"class_rows": class_rows}
-    return demo._html(gateway_pb2.Project(name="yolov4 on CPU"), gateway_pb2.Project(name="yolov4 INT8"),
-                      comparison, report, list(rows), [], False, **extra)
+    child = gateway_pb2.Project(name="yolov4 INT8")
+    if optimization is not None:
+        child.optimization.result.CopyFrom(optimization)
+    return demo._html(gateway_pb2.Project(name="yolov4 on CPU"), child, comparison, report, list(rows), [], False,
+                      **extra)
 
 
 def table_rows(page: str) -> list[list[str]]:
@@ -213,3 +216,31 @@ def test_report_chart_is_inline_svg_without_script():
     assert "<script" not in page and "http" not in page.split("<svg", 1)[1].split("</svg>", 1)[0].replace(
         "http://www.w3.org/2000/svg", "")
     check_chart(page)
+
+
+def optimized(after: float, within: bool, **drop) -> quantizer_pb2.QuantizationResult:
+    return quantizer_pb2.QuantizationResult(
+        metric_name="parent_agreement", metric_before=1.0, metric_after=after, within_max_drop=within,
+        warnings=[] if within else ["the INT8 model is 5.1 points below the parent: run AccuracyAware with max_drop "
+                                    "0.01 (CLI: --accuracy-aware --max-drop 0.01)"],
+        effective_config=quantizer_pb2.QuantizationConfig(max_drop=0.01, drop_type=quantizer_pb2.DROP_TYPE_ABSOLUTE),
+        **drop)
+
+
+def test_the_report_states_the_drop_against_the_parent_and_the_verdict():
+    text = re.sub(r"<[^>]+>", "", report_page(optimization=optimized(0.949, False, accuracy_drop=0.051)))
+    assert ("Accuracy drop against the parent: 5.1 points (parent_agreement 1.0000 → 0.9490), beyond the maximum "
+            "drop of 1.0 points (max_drop 0.01)." in text)
+    assert "run AccuracyAware with max_drop 0.01 (CLI: --accuracy-aware --max-drop 0.01)" in text
+    within = re.sub(r"<[^>]+>", "", report_page(optimization=optimized(0.995, True, accuracy_drop=0.005)))
+    assert "0.5 points (parent_agreement 1.0000 → 0.9950), within the maximum drop of 1.0 points" in within
+    assert "Accuracy drop" not in report_page(optimization=optimized(0.0, True))  # nothing measured
+
+
+def test_the_summary_states_the_drop_and_the_verdict(tmp_path):
+    comparison = gateway_pb2.CompareProjectsResponse()
+    child = gateway_pb2.Project(optimization=gateway_pb2.Optimization(result=optimized(0.949, False,
+                                                                                       accuracy_drop=0.051)))
+    result = demo.DemoResult(gateway_pb2.Project(), child, comparison, gateway_pb2.Report(), [], tmp_path / "r.html")
+    assert result.summary()["within_max_drop"] is False and result.summary()["accuracy_drop"] == 0.051
+    assert "accuracy drop against the parent 0.0510 (absolute), BEYOND max_drop 0.01" in demo.summary_text(result)

@@ -63,7 +63,7 @@ function frameworkFields(form) {
   show();
 }
 
-// AccuracyAware asks for a maximum drop; the other method does not.
+// Fields of one method only (data-for-method) show while that method is chosen.
 function methodFields(form) {
   const select = form.querySelector("select.method");
   const show = () => form.querySelectorAll("[data-for-method]").forEach((el) => {

@@ -16,7 +16,9 @@ def add_parser(commands) -> None:
     optimize.add_argument("--subset", default="", help="calibration images: a count, or a percentage like 50%%")
     optimize.add_argument("--overflow-fix", default="auto", choices=["auto", "enable", "first_layer", "disable"])
     optimize.add_argument("--accuracy-aware", action="store_true")
-    optimize.add_argument("--max-drop", type=float, default=0.01)
+    optimize.add_argument("--max-drop", type=float, default=0.01,
+                          help="largest accuracy drop accepted: AccuracyAware stays within it, the Default method's "
+                               "result is judged against it (0.01: 1 point)")
     optimize.add_argument("--relative", action="store_true", help="max drop is relative, not absolute")
     optimize.add_argument("--ignore", action="append", default=[], help="node name pattern kept in FP (repeatable)")
     optimize.add_argument("--calibration-dataset", default="",
@@ -48,6 +50,8 @@ def run(args, out: Output, client: WorkbenchClient) -> int:
         print(f"child project {child.id} ({child.name}) from {child.parent_id}")
         print(f"{r.metric_name or 'metric'}: {r.metric_before:.4f} -> {r.metric_after:.4f}; "
               f"{r.calibration_images} calibration images; {len(r.fp_layers)} layers kept in floating point")
+        if r.HasField("accuracy_drop"):
+            print(drop_line(r))
         if r.candidates:
             rows(["", "CANDIDATE", "METRIC", "FPS"],
                  [["*" if c.chosen else "", c.description, f"{c.metric:.4f}", f"{c.throughput_fps:.1f}"]
@@ -57,3 +61,15 @@ def run(args, out: Output, client: WorkbenchClient) -> int:
 
     out.result(child, show)
     return 0
+
+
+def drop_line(r) -> str:
+    """The drop against the parent and the verdict on it, e.g. "accuracy drop: 0.0510 absolute (5.1 points),
+    BEYOND max_drop 0.01 (see the warning)"."""
+    from workbench.v1 import quantizer_pb2 as q
+
+    relative = r.effective_config.drop_type == q.DROP_TYPE_RELATIVE
+    size = f"{100 * r.accuracy_drop:.1f} {'%' if relative else 'points'}"
+    verdict = "within" if r.within_max_drop else "BEYOND"
+    return (f"accuracy drop: {r.accuracy_drop:.4f} {'relative' if relative else 'absolute'} ({size}), {verdict} "
+            f"max_drop {r.effective_config.max_drop:g}" + ("" if r.within_max_drop else " (see the warning)"))
