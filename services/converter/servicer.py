@@ -64,7 +64,8 @@ class ConverterServicer(converter_pb2_grpc.ConverterServiceServicer):
         options, bucket = options_from_pb(request.options), request.output_bucket or self.settings.bucket
         folder = f"models/ir/{_source_key(request)}"
         converted = yield from run_reporting(
-            lambda report: convert_stored(self.store, bucket, files, framework, options, folder, report), _event)
+            lambda report: convert_stored(self.store, bucket, files, framework, options, folder, report,
+                                          max_tensor_elements=self.settings.max_tensor_elements), _event)
         yield converter_pb2.ConvertModelResponse(model=converted_to_pb(converted))
 
     def AnalyzeModel(self, request: converter_pb2.AnalyzeModelRequest, context):

@@ -24,6 +24,7 @@ from workbench_runtime.model_info import model_info_strings
 from services.common.object_store import ObjectRef, ObjectStore
 from services.common.progress import Report
 from services.converter.convert import ConvertOptions, ModelFiles, apply_options, load, refuse_code_formats, save
+from services.converter.limits import refuse_oversized
 
 _SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,10}){1,2}$")
 
@@ -45,10 +46,11 @@ class Converted:
 
 
 def convert_stored(store: ObjectStore, bucket: str, files: Mapping[str, UploadedFile], framework: str,
-                   options: ConvertOptions, folder: str, report: Report) -> Converted:
+                   options: ConvertOptions, folder: str, report: Report, *, max_tensor_elements: int) -> Converted:
     """Convert the uploaded files (by role: a ModelFiles field name) and store the IR under bucket/folder.
 
-    framework "" detects it. The same folder already holding an IR keeps the stored one (upload_ir).
+    framework "" detects it. The same folder already holding an IR keeps the stored one (upload_ir). An input or
+    constant with more than max_tensor_elements elements (0: no limit) is refused before anything is stored.
     """
     with tempfile.TemporaryDirectory(prefix="convert-") as tmp:
         work = Path(tmp)
@@ -57,8 +59,9 @@ def convert_stored(store: ObjectStore, bucket: str, files: Mapping[str, Uploaded
         report("convert", 0.2, framework.lower() or "detecting the framework")
         model, source = load(framework, local, work)
         model = apply_options(model, options)
+        refuse_oversized(model, max_tensor_elements, options.input_shapes)
         report("analyze", 0.6)
-        analysis = analyze(model)
+        analysis = analyze(model, options.input_shapes)
         report("save", 0.7)
         xml, _ = save(model, work / "ir" / "model.xml", options.compress_to_fp16)
         report("upload", 0.85)

@@ -52,6 +52,9 @@ def model_info(model) -> None:
     rows(["", "NAME", "SHAPE", "TYPE", "LAYOUT"],
          [["input", t.name, t.shape, t.element_type, t.layout or "-"] for t in a.inputs]
          + [["output", t.name, t.shape, t.element_type, t.layout or "-"] for t in a.outputs])
+    for t in a.inputs:  # a dynamic or user-given shape: what the analysis took and why
+        if t.shape_source and t.shape_source != "the model":
+            print(f"input {t.name} analyzed at {t.analyzed_shape}: {t.shape_source}")
     print(f"IR: s3://{model.artifact.xml.bucket}/{model.artifact.xml.key}")
 
 
