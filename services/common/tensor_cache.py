@@ -41,7 +41,7 @@ from services.common.settings import Settings
 from workbench_runtime.errors import FailedPrecondition, InvalidArgument
 from workbench_runtime.preprocess import Preprocessing, Transform
 
-FORMAT = b"WBT1"
+FORMAT = b"WBT2"  # WBT2: letterbox sizes floored as Darknet does (WBT1 entries are misses, not stale tensors)
 _HEADER = struct.Struct("<4s3I4d2I")  # magic, tensor shape (C, H, W), transform, original (width, height)
 DECODE_IMAGE = "decode_image"  # services.common.images.decode_image_bytes: the accuracy service's decode
 Loaded = tuple[np.ndarray, Transform, tuple[int, int]]  # [3, H, W] float32, transform, (width, height)

@@ -11,8 +11,11 @@ truncation only (under 2.5 pixels a side).
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 import textwrap
+import warnings
 from pathlib import Path
 
 import cv2
@@ -28,7 +31,9 @@ from workbench_runtime.errors import FailedPrecondition
 from workbench_runtime.model_info import YoloOutput
 from workbench_runtime.preprocess import Preprocessing, Transform
 from services.converter.darknet import convert_darknet
+from services.converter.darknet.cfg import load_cfg
 from tests.opencv4 import run_opencv4
+from workbench_runtime.model_info import model_info_strings
 
 REPO = Path(__file__).resolve().parents[2]
 IDENTITY = Transform(1.0, 1.0, 0.0, 0.0)
@@ -177,6 +182,63 @@ def test_detection_output_and_box_decoders():
     assert found.labels.tolist() == [2, 1]
 
 
+# ------------------------------------------------------------------------------------ non-finite outputs
+
+
+@pytest.mark.parametrize("multi_label", [True, False])
+def test_non_finite_predictions_are_dropped_and_counted(multi_label, caplog):
+    h = head(anchors=((10.0, 14.0), (23.0, 27.0)))
+    raw = raw_map(h, grid=(4, 4))
+    put(raw, h, 0, 2, 1, [0.1, 0.2, 0.3, 0.4, 4.0, 3.0, -3.0])  # the one sound prediction
+    put(raw, h, 1, 0, 0, [0.1, 0.2, 1e4, 0.4, 4.0, 3.0, -3.0])  # exp(tw) overflows: an infinitely wide box
+    put(raw, h, 0, 1, 1, [np.nan, 0.2, 0.3, 0.4, 4.0, 3.0, -3.0])  # NaN centre
+    put(raw, h, 1, 2, 2, [0.1, 0.2, 0.3, 0.4, 4.0, np.nan, -3.0])  # NaN class score
+    put(raw, h, 0, 3, 3, [0.1, 0.2, 0.3, 0.4, np.nan, 3.0, -3.0])  # NaN objectness
+    put(raw, h, 1, 3, 0, [0.1, 0.2, -1e4, 0.4, 4.0, 3.0, -3.0])  # exp(tw) underflows: width 0, still finite
+    decoder = YoloDecoder([h], 64, 64, DecodeSettings(confidence_threshold=0.5, multi_label=multi_label))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow or invalid-value warnings either
+        with caplog.at_level(logging.WARNING, logger="workbench_runtime.detection"):
+            found = decoder({"out": raw}, Transform(0.5, 0.5, 3.0, 5.0), image_size=(200, 150))
+    assert np.isfinite(found.boxes).all() and np.isfinite(found.scores).all()
+    assert len(found) == 2 and found.labels.tolist() == [0, 0]
+    widths = sorted((found.boxes[:, 2] - found.boxes[:, 0]).tolist())
+    assert widths[0] == 0 and widths[1] == pytest.approx(math.exp(0.3) * 10.0 / 0.5, rel=1e-5)
+    assert decoder.nonfinite_dropped == 4
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "decoding dropped 4 predictions with a non-finite value (NaN or infinite objectness, box or score): "
+        "the model's outputs overflow"]
+    decoder({"out": raw}, IDENTITY)
+    assert decoder.nonfinite_dropped == 8  # counted over the decoder's calls
+
+
+def test_activated_heads_drop_infinite_objectness():
+    h = head(scale_x_y=2.0, new_coords=True)
+    raw = raw_map(h, fill=0.0)
+    put(raw, h, 0, 0, 1, [0.6, 0.25, 0.7, 0.4, 0.9, 0.8, 0.1])
+    put(raw, h, 1, 1, 2, [0.6, 0.25, 0.7, 0.4, np.inf, 0.8, 0.1])  # passes any threshold, scores inf
+    put(raw, h, 1, 0, 0, [0.6, 0.25, 3e19, 0.4, 0.9, 0.8, 0.1])  # tw^2 overflows float32
+    decoder = YoloDecoder([h], 96, 64, DecodeSettings(confidence_threshold=0.5))
+    found = decoder({"out": raw}, IDENTITY)
+    assert found.scores.tolist() == pytest.approx([0.9 * 0.8]) and np.isfinite(found.boxes).all()
+    assert decoder.nonfinite_dropped == 2
+
+
+def test_other_formats_drop_non_finite_rows():
+    rows = np.zeros((1, 1, 4, 7), np.float32)
+    rows[0, 0, 0] = [0, 3, 0.9, 0.1, 0.2, 0.5, 0.6]
+    rows[0, 0, 1] = [0, 1, 0.8, np.nan, 0.2, 0.5, 0.6]
+    rows[0, 0, 2] = [0, 1, np.inf, 0.1, 0.2, 0.5, 0.6]
+    rows[0, 0, 3] = [-1, 0, 0, 0, 0, 0, 0]
+    decoder = DetectionOutputDecoder("det", 200, 100, DecodeSettings(0.3))
+    found = decoder({"det": rows}, IDENTITY)
+    assert found.labels.tolist() == [3] and decoder.nonfinite_dropped == 2
+    plain = np.array([[10, 20, 30, 40, 0.8, 2], [0, 0, np.inf, 5, 0.9, 1], [1, 1, 9, 9, np.nan, 0]], np.float32)
+    decoder = BoxesDecoder("boxes", DecodeSettings(0.3))
+    found = decoder({"boxes": plain}, IDENTITY)
+    assert found.labels.tolist() == [2] and decoder.nonfinite_dropped == 2
+
+
 def toy_model(output_shape, *, input_shape=(1, 3, 32, 32), name="out") -> ov.Model:
     image = ops.parameter(list(input_shape), np.float32, name="image")
     mean = ops.reduce_mean(image, np.array(list(range(1, len(input_shape))), np.int64), keep_dims=False)
@@ -213,6 +275,19 @@ def test_from_model_reads_yolo_model_info(tiny):
     assert [h.anchors for h in decoder.heads] == [((23, 27), (37, 58), (81, 82)), ((81, 82), (135, 169), (344, 319))]
     assert decoder.settings == DecodeSettings(0.25, 0.45, 100, True)
     assert (decoder.input_width, decoder.input_height) == (416, 416)
+
+
+def test_decoding_does_not_depend_on_the_model_type(tiny):
+    compiled = ov.Core().compile_model(tiny, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    image = cv2.imread(str(REPO / "data" / "images" / "person.jpg"))
+    tensor, transform = Preprocessing.from_model(tiny)(image)
+    outputs = {port.get_any_name(): value for port, value in compiled(tensor[None]).items()}
+    expected = Decoder.from_model(tiny, confidence_threshold=0.05)(outputs, transform)
+    assert len(expected) > 0
+    for model_type in ("YOLOv3", "YOLOv3-tiny", "YOLOv4", "Scaled-YOLOv4", "YOLOv2", "something else"):
+        renamed = tiny.clone()
+        renamed.set_rt_info(model_type, ["model_info", "model_type"])
+        assert Decoder.from_model(renamed, confidence_threshold=0.05)(outputs, transform) == expected
 
 
 # ------------------------------------------------------------------------------------ against OpenCV 4
@@ -294,3 +369,136 @@ def test_yolov4_tiny_detections_agree_with_opencv_detection_model(tiny, tmp_path
     assert worst_iou >= 0.9 and worst_iou > 0.99  # in practice the same integer rectangles
     assert worst_px < 2.5  # OpenCV's truncation to integers, nothing more
     assert worst_score < 2e-3
+
+
+# ------------------------------------------------------------------------- letterboxed Darknet models
+# [net] letter_box=1: the test's own letterbox and box mapping, written from Darknet's C (image.c
+# letterbox_image, yolo_layer.c get_yolo_box / get_yolo_detections / correct_yolo_boxes), against the runtime's.
+
+
+def darknet_letterbox_size(w: int, h: int, netw: int, neth: int) -> tuple[int, int, int, int]:
+    """letterbox_image's resized size and where embed_image puts it: new_w, new_h, dx, dy (C int division)."""
+    if netw / w < neth / h:
+        new_w, new_h = netw, (h * netw) // w
+    else:
+        new_w, new_h = (w * neth) // h, neth
+    return new_w, new_h, (netw - new_w) // 2, (neth - new_h) // 2
+
+
+def darknet_letterbox_blob(image_bgr: np.ndarray, netw: int, neth: int, fill: float) -> np.ndarray:
+    """[3, neth, netw] RGB in 0..1: the picture resized (bilinear) and centred on `fill` (Darknet's is 0.5)."""
+    h, w = image_bgr.shape[:2]
+    new_w, new_h, dx, dy = darknet_letterbox_size(w, h, netw, neth)
+    rgb = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
+    blob = np.full((3, neth, netw), fill, np.float32)
+    blob[:, dy:dy + new_h, dx:dx + new_w] = rgb.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    return blob
+
+
+def darknet_letterbox_detections(outputs, heads, netw, neth, w, h, thresh):
+    """(label, score, x1, y1, x2, y2) in the picture's pixels: Darknet's decoding of [yolo] heads and
+    correct_yolo_boxes(letter=1), except that the offset taken off is the whole pixels embed_image put the
+    picture at ((netw - new_w) / 2 in int division; correct_yolo_boxes takes the unrounded half, half a pixel
+    more for an odd pad); clipped to the picture as Darknet does when it writes results."""
+    def logistic(v):
+        return 1 / (1 + math.exp(-v))
+
+    new_w, new_h, dx, dy = darknet_letterbox_size(w, h, netw, neth)
+    found = []
+    for head in heads:
+        raw = np.asarray(outputs[head.output], np.float64)[0]
+        lh, lw = raw.shape[1:]
+        p = raw.reshape(len(head.mask), 5 + head.classes, lh, lw)
+        s = head.scale_x_y
+        for a, m in enumerate(head.mask):
+            for row in range(lh):
+                for col in range(lw):
+                    objectness = logistic(p[a, 4, row, col])
+                    if not objectness > thresh:
+                        continue
+                    bx = (col + logistic(p[a, 0, row, col]) * s - (s - 1) / 2) / lw  # get_yolo_box
+                    by = (row + logistic(p[a, 1, row, col]) * s - (s - 1) / 2) / lh
+                    bw = math.exp(p[a, 2, row, col]) * head.anchors[2 * m] / netw
+                    bh = math.exp(p[a, 3, row, col]) * head.anchors[2 * m + 1] / neth
+                    x = (bx * netw - dx) / new_w * w  # correct_yolo_boxes, to pixels
+                    y = (by * neth - dy) / new_h * h
+                    bw, bh = bw * netw / new_w * w, bh * neth / new_h * h
+                    box = [min(max(x - bw / 2, 0), w), min(max(y - bh / 2, 0), h),
+                           min(max(x + bw / 2, 0), w), min(max(y + bh / 2, 0), h)]
+                    for c in range(head.classes):
+                        prob = objectness * logistic(p[a, 5 + c, row, col])
+                        if prob > thresh:
+                            found.append((c, prob, *box))
+    return sorted(found, key=lambda d: (-d[1], d[0]))
+
+
+@pytest.mark.parametrize("size", [(773, 512), (640, 424), (258, 424), (424, 258), (500, 500), (416, 417),
+                                  (1352, 900), (3, 7)])
+@pytest.mark.parametrize("net", [(416, 416), (416, 320)])
+def test_letterbox_places_the_picture_as_darknet_and_maps_back_exactly(size, net):
+    (w, h), (netw, neth) = size, net
+    new_w, new_h, dx, dy = darknet_letterbox_size(w, h, netw, neth)
+    preprocessing = Preprocessing(netw, neth, "fit_to_window_letterbox", reverse_input_channels=True,
+                                  scale=(255.0, 255.0, 255.0), pad_value=128)
+    tensor, transform = preprocessing(np.full((h, w, 3), 255, np.uint8))
+    inside = np.argwhere(tensor[0] == 1.0)  # a white picture on the grey pad
+    assert inside.min(axis=0).tolist() == [dy, dx] and inside.max(axis=0).tolist() == [dy + new_h - 1,
+                                                                                       dx + new_w - 1]
+    assert len(inside) == new_w * new_h
+    assert np.all(tensor[:, tensor[0] != 1.0] == np.float32(128) / np.float32(255))
+    # the picture's corners and a point inside it come back exactly
+    corners = transform.to_original(np.array([[dx, dy, dx + new_w, dy + new_h]], np.float32))
+    assert corners[0] == pytest.approx([0, 0, w, h], abs=1e-3)
+    point = np.array([[dx + 0.3 * new_w, dy + 0.7 * new_h] * 2], np.float32)
+    assert transform.to_original(point)[0] == pytest.approx([0.3 * w, 0.7 * h] * 2, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def letterboxed(tmp_path_factory) -> ov.Model:
+    """The real yolov4-tiny with letter_box=1 in its [net]."""
+    files = reference_models.yolov4_tiny()
+    cfg = tmp_path_factory.mktemp("letterbox") / "yolov4-tiny-letterbox.cfg"
+    text, count = re.subn(r"(?m)^\[net\]$", "[net]\nletter_box=1", files.cfg.read_text(), count=1)
+    assert count == 1
+    cfg.write_text(text)
+    return convert_darknet(cfg, files.weights, names=files.names)
+
+
+@pytest.mark.parametrize("crop", ["full", "left"])
+def test_letterboxed_detections_match_darknet_formulas(letterboxed, crop):
+    strings = model_info_strings(letterboxed)
+    assert strings["resize_type"] == "fit_to_window_letterbox"
+    image = cv2.imread(str(REPO / "data" / "images" / "person.jpg"))  # 640x424
+    if crop == "left":
+        image = np.ascontiguousarray(image[:, :258])  # 258x424: portrait
+    h, w = image.shape[:2]
+    new_w, new_h, dx, dy = darknet_letterbox_size(w, h, 416, 416)
+    assert (416 - new_w + 416 - new_h) % 2 == 1  # an odd pad, the extra pixel right or below
+    if crop == "full":
+        assert new_h != round(h * 416 / w)  # Darknet floors the size where rounding would not
+
+    # the runtime: Preprocessing, the model, Decoder (no NMS, no cap: every prediction over the threshold)
+    preprocessing = Preprocessing.from_model(letterboxed)
+    tensor, transform = preprocessing(image)
+    compiled = ov.Core().compile_model(letterboxed, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    outputs = {port.get_any_name(): value for port, value in compiled(tensor[None]).items()}
+    thresh = 0.05
+    ours = Decoder.from_model(letterboxed, confidence_threshold=thresh, iou_threshold=1.0,
+                              max_detections=0)(outputs, transform, (w, h))
+
+    # the test's letterbox: Darknet's 0.5 grey differs from the model's pad by at most half a grey level,
+    # and with the model's pad the blob is the runtime's tensor
+    assert np.abs(tensor - darknet_letterbox_blob(image, 416, 416, 0.5)).max() <= 0.5 / 255 + 1e-7
+    pad = np.float32(int(strings["pad_value"])) / np.float32(255)
+    blob = darknet_letterbox_blob(image, 416, 416, pad)
+    assert np.array_equal(tensor, blob)
+    raw = {port.get_any_name(): value for port, value in compiled(blob[None]).items()}
+    network = load_cfg(reference_models.yolov4_tiny().cfg)
+    theirs = np.array(darknet_letterbox_detections(raw, network.heads, 416, 416, w, h, thresh), np.float64)
+
+    print(f"{crop}: {len(ours)} detections, {w}x{h} -> {new_w}x{new_h} at ({dx}, {dy})")
+    assert len(ours) >= 3 and len(ours) == len(theirs)
+    order = np.lexsort((ours.labels, -ours.scores))
+    assert ours.labels[order].tolist() == theirs[:, 0].astype(int).tolist()
+    assert ours.scores[order] == pytest.approx(theirs[:, 1], rel=1e-5)
+    assert np.abs(ours.boxes[order] - theirs[:, 2:]).max() < 2e-3

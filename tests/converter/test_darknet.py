@@ -540,7 +540,7 @@ def test_model_info_survives_save_and_read(tmp_path):
     after = read_model_info(loaded)
     assert after == before
 
-    assert strings["model_type"] == "YOLOv4" and after.architecture == "yolov4-tiny"
+    assert strings["model_type"] == "YOLOv4-tiny" and after.architecture == "yolov4-tiny"
     labels = read_names(files.names)
     assert len(labels) == 10 and after.labels == tuple(labels)
     assert strings["labels"] == " ".join(label.replace(" ", "_") for label in labels)
@@ -555,6 +555,7 @@ def test_model_info_survives_save_and_read(tmp_path):
     assert (after.input_width, after.input_height) == (416, 416)
     assert after.reverse_input_channels and after.scale_values == (255, 255, 255) and after.mean_values == (0, 0, 0)
     assert after.resize_type == "standard" and after.confidence_threshold == 0.25 and after.iou_threshold == 0.45
+    assert after.pad_value == 128  # Darknet's letterbox grey, were it letterboxed (an evaluation's letterbox mode)
     # every output the info names is an output of the model, with the channels it implies
     shapes = {o.get_any_name(): list(o.get_shape()) for o in loaded.outputs}
     for out in after.outputs:
@@ -575,6 +576,75 @@ def test_model_info_keeps_label_names_with_spaces():
     assert info.masks == tuple(range(9)) and info.outputs[2].anchors[2] == (459, 401)
     with pytest.raises(InvalidArgument, match="names file lists 3 classes"):
         darknet_model_info(network, ["a", "b", "c"])
+
+
+def family_cfg(*, convolutions: int, activation: str = "leaky", heads: int = 2, scale_x_y: float = 1.0,
+               new_coords: bool = False, letter_box: bool = False, widest: int = 16) -> str:
+    """A small cfg with a family's marks: how many convolutions (the heads' included), their activation, the
+    heads' scale_x_y / new_coords, [net] letter_box, the widest convolution's filters."""
+    net = "[net]\nwidth=64\nheight=64\nchannels=3\n" + ("letter_box=1\n" if letter_box else "")
+    body = [f"[convolutional]\nbatch_normalize=1\nfilters={widest}\nsize=3\nstride=2\npad=1\n"
+            f"activation={activation}\n"]
+    body += [f"[convolutional]\nbatch_normalize=1\nfilters=8\nsize=1\nstride=1\npad=1\nactivation={activation}\n"
+             for _ in range(convolutions - heads - 1)]
+    for i in range(heads):
+        body.append(f"[convolutional]\nfilters=21\nsize=1\nactivation={'logistic' if new_coords else 'linear'}\n")
+        body.append(f"[yolo]\nmask={3 * i},{3 * i + 1},{3 * i + 2}\n"
+                    f"anchors={', '.join(str(10 + v) for v in range(6 * heads))}\nclasses=2\nnum={3 * heads}\n"
+                    f"scale_x_y={scale_x_y}\nnew_coords={int(new_coords)}\n")
+        body.append("[route]\nlayers=-3\n")  # back to the layer before the head's convolution
+    return net + "\n" + "\n".join(body[:-1])
+
+
+FAMILIES = {  # cfg -> (architecture, model_type, letterboxed)
+    "yolov3": (dict(convolutions=75, heads=3), "yolov3", "YOLOv3", False),
+    "yolov3-tiny": (dict(convolutions=13), "yolov3-tiny", "YOLOv3-tiny", False),
+    "yolov3-tiny_3l": (dict(convolutions=16, heads=3), "yolov3-tiny", "YOLOv3-tiny", False),
+    "yolov4-tiny-3l": (dict(convolutions=24, heads=3, scale_x_y=1.05), "yolov4-tiny", "YOLOv4-tiny", False),
+    "yolov4-csp": (dict(convolutions=115, activation="mish", heads=3, scale_x_y=2.0, new_coords=True,
+                        letter_box=True, widest=1024), "yolov4-csp", "Scaled-YOLOv4", True),
+    "yolov4x-mish": (dict(convolutions=137, activation="mish", heads=3, scale_x_y=2.0, new_coords=True,
+                          letter_box=True, widest=1280), "yolov4x-mish", "Scaled-YOLOv4", True),
+    "yolov3-letterboxed": (dict(convolutions=75, heads=3, letter_box=True), "yolov3", "YOLOv3", True),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_model_type_architecture_and_letterbox_follow_the_cfg(family):
+    from services.converter.darknet.yolo_info import darknet_model_info
+
+    marks, architecture, model_type, letterboxed = FAMILIES[family]
+    network = parse_cfg(family_cfg(**marks))
+    assert len(network.convolutions) == marks["convolutions"] and network.letter_box == letterboxed
+    info = read_model_info(darknet_model_info(network, ["a", "b"]))
+    assert (info.architecture, info.model_type) == (architecture, model_type)
+    assert info.resize_type == ("fit_to_window_letterbox" if letterboxed else "standard")
+    assert info.pad_value == 128
+    assert all(o.new_coords == marks.get("new_coords", False) for o in info.outputs)
+
+
+@pytest.mark.parametrize("name, architecture, model_type", [("yolov4.cfg", "yolov4", "YOLOv4"),
+                                                            ("yolov4-tiny.cfg", "yolov4-tiny", "YOLOv4-tiny")])
+def test_model_type_of_the_cfgs_in_data(name, architecture, model_type):
+    from services.converter.darknet.yolo_info import darknet_model_info
+
+    network = load_cfg(REPO / "data" / "darknet" / name, width=416, height=416)
+    strings = darknet_model_info(network, read_names(REPO / "data" / "darknet" / "coco.names"))
+    assert (strings["architecture"], strings["model_type"], strings["resize_type"]) == (
+        architecture, model_type, "standard")
+    # an architecture given by the caller names the model_type too; one we do not know keeps the guessed type
+    given = darknet_model_info(network, read_names(REPO / "data" / "darknet" / "coco.names"), architecture="yolov3")
+    assert (given["architecture"], given["model_type"]) == ("yolov3", "YOLOv3")
+    custom = darknet_model_info(network, read_names(REPO / "data" / "darknet" / "coco.names"), architecture="mine")
+    assert (custom["architecture"], custom["model_type"]) == ("mine", model_type)
+
+
+def test_letter_box_reaches_the_converted_model(tmp_path):
+    cfg, weights = tiny(tmp_path, TINY_CFG.replace("[net]\n", "[net]\nletter_box=1\n", 1))
+    info = read_model_info(convert_darknet(cfg, weights, names=["a", "b"]))
+    assert (info.resize_type, info.pad_value, info.model_type) == ("fit_to_window_letterbox", 128, "YOLOv3-tiny")
+    cfg, weights = tiny(tmp_path, TINY_CFG.replace("[net]\n", "[net]\nletter_box=0\n", 1))
+    assert read_model_info(convert_darknet(cfg, weights, names=["a", "b"])).resize_type == "standard"
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -162,6 +162,7 @@ def parse_cfg(text: str, *, width: int | None = None, height: int | None = None)
     w = width if width is not None else net.integer("width", minimum=1)
     h = height if height is not None else net.integer("height", minimum=1)
     c = net.integer("channels", 3, minimum=1)
+    letter_box = bool(net.integer("letter_box", 0))
     if w < 1 or h < 1:
         raise InvalidArgument(f"the input size must be positive, got {w}x{h}", field="cfg", reason="DARKNET_CFG_VALUE")
     if w > MAX_INPUT_SIDE or h > MAX_INPUT_SIDE:
@@ -177,7 +178,7 @@ def parse_cfg(text: str, *, width: int | None = None, height: int | None = None)
         if isinstance(op, Head):
             heads.append(op)
         layers.append(Layer(section, op, shape))
-    return DarknetNetwork(w, h, c, tuple(layers), tuple(heads))
+    return DarknetNetwork(w, h, c, tuple(layers), tuple(heads), letter_box)
 
 
 def _check_values(section: Section, shape: Shape, what: str) -> None:

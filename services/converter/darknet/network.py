@@ -115,6 +115,9 @@ class DarknetNetwork:
     channels: int
     layers: tuple[Layer, ...]
     heads: tuple[Head, ...] = field(default=())
+    # [net] letter_box=1: Darknet letterboxes the picture into the input (aspect kept, centred, grey pad) and
+    # maps the boxes back through it, instead of stretching it to the input size
+    letter_box: bool = False
 
     @property
     def convolutions(self) -> tuple[Conv, ...]:

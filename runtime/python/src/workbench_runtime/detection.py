@@ -21,10 +21,16 @@ Formats (`Decoder.from_model` picks one from the model's model_info and output s
 
 Boxes come back in original-image pixels (the preprocessing's Transform undone), x1, y1, x2, y2, sorted by
 descending score; clipped to the image when its size is given (Darknet clips when it writes COCO results).
+
+Predictions with a non-finite value (a NaN or infinite objectness, box or class score: an overflowing model,
+exp of a huge logit) are dropped before NMS, never passed on as boxes; each decode that drops some logs a
+warning with the count, and `Decoder.nonfinite_dropped` adds them up over the decoder's life.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +43,8 @@ from workbench_runtime.model_info import (DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_
 from workbench_runtime.preprocess import Transform
 
 DEFAULT_MAX_DETECTIONS = 100  # COCO's maxDets
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,19 +174,27 @@ class Decoder:
 
     output_names: tuple[str, ...] = ()
     settings: DecodeSettings
+    nonfinite_dropped: int = 0  # predictions dropped for a non-finite value, over every call so far
+    _count_lock = threading.Lock()
 
     def __call__(self, outputs: Mapping[str, np.ndarray], transform: Transform,
                  image_size: tuple[int, int] | None = None) -> Detections:
         """image_size: the original (width, height); boxes are clipped to it when given."""
-        boxes, scores, labels = self._decode(outputs)
+        boxes, scores, labels, dropped = self._decode(outputs)
+        if dropped:
+            with self._count_lock:
+                self.nonfinite_dropped += dropped
+            log.warning("decoding dropped %d predictions with a non-finite value (NaN or infinite objectness, "
+                        "box or score): the model's outputs overflow", dropped)
         top = np.argsort(-scores, kind="stable")
         if self.settings.max_detections:
             top = top[:self.settings.max_detections]
         found = Detections(transform.to_original(boxes[top]), scores[top], labels[top])
         return found.clipped(*image_size) if image_size is not None else found
 
-    def _decode(self, outputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """[M, 4] boxes in input pixels, [M] scores, [M] labels (any order; the caller sorts and caps)."""
+    def _decode(self, outputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """[M, 4] boxes in input pixels, [M] scores, [M] labels (any order; the caller sorts and caps), all
+        finite, and how many predictions were dropped for a non-finite value."""
         raise NotImplementedError
 
     @staticmethod
@@ -234,14 +250,16 @@ class YoloDecoder(Decoder):
         return cls(info.outputs, info.input_width, info.input_height, settings or DecodeSettings())
 
     def _decode(self, outputs):
-        parts = [self._head(head, outputs[head.name]) for head in self.heads]
+        # a huge logit overflows exp (inf) and inf - inf is NaN: such predictions are dropped, not warned about
+        with np.errstate(over="ignore", invalid="ignore"):
+            parts = [self._head(head, outputs[head.name]) for head in self.heads]
         boxes = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
         labels = np.concatenate([p[2] for p in parts])
         if len(scores):
             kept = nms(boxes, scores, labels, self.settings.iou_threshold, self.settings.max_detections)
             boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
-        return boxes, scores, labels
+        return boxes, scores, labels, sum(p[3] for p in parts)
 
     def _head(self, head: YoloOutput, raw: np.ndarray):
         raw = np.asarray(raw)
@@ -264,9 +282,14 @@ class YoloDecoder(Decoder):
         if not activated:
             objectness = _sigmoid(objectness)
         # score = objectness * probability <= objectness: only cells whose objectness passes can score
-        anchor_index, cell = np.nonzero(objectness > threshold)
+        passing = objectness > threshold  # NaN never passes; +inf does, and is dropped below
+        finite = np.isfinite(objectness)
+        dropped = int(finite.size - np.count_nonzero(finite))
+        if dropped:
+            passing &= finite
+        anchor_index, cell = np.nonzero(passing)
         if not len(cell):
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), dropped
         values = x[anchor_index, :, cell].astype(np.float32)  # [M, per_anchor]
         obj = objectness[anchor_index, cell]
         gx = (cell % grid_w).astype(np.float32)
@@ -295,6 +318,13 @@ class YoloDecoder(Decoder):
             h = np.exp(th) * anchor[:, 1] / grid_h
             probs = _softmax(logits) if head.softmax else _sigmoid(logits)
         scores = obj[:, None] * probs  # [M, classes]
+        cx, cy = cx * self.input_width, cy * self.input_height
+        half_w, half_h = w * (self.input_width / 2), h * (self.input_height / 2)
+        boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1).astype(np.float32)
+        good = np.isfinite(boxes).all(axis=1) & np.isfinite(scores).all(axis=1)
+        bad = len(good) - int(np.count_nonzero(good))
+        if bad:
+            boxes, scores, dropped = boxes[good], scores[good], dropped + bad
         if self.settings.multi_label:
             row, label = np.nonzero(scores > threshold)
             score = scores[row, label]
@@ -303,10 +333,7 @@ class YoloDecoder(Decoder):
             score = scores[np.arange(len(scores)), label]
             row = np.nonzero(score > threshold)[0]
             label, score = label[row], score[row]
-        cx, cy = cx[row] * self.input_width, cy[row] * self.input_height
-        half_w, half_h = w[row] * (self.input_width / 2), h[row] * (self.input_height / 2)
-        boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1).astype(np.float32)
-        return boxes, score.astype(np.float32), label.astype(np.int64)
+        return boxes[row], score.astype(np.float32), label.astype(np.int64), dropped
 
 
 class DetectionOutputDecoder(Decoder):
@@ -322,9 +349,10 @@ class DetectionOutputDecoder(Decoder):
         padding = np.nonzero(rows[:, 0] < 0)[0]
         if len(padding):
             rows = rows[:padding[0]]
-        rows = rows[rows[:, 2] > self.settings.confidence_threshold]
-        boxes = rows[:, 3:7] * np.float32([self.input_width, self.input_height, self.input_width, self.input_height])
-        return boxes, rows[:, 2].copy(), rows[:, 1].astype(np.int64)
+        rows, dropped = _finite_rows(rows[:, 1:7])
+        rows = rows[rows[:, 1] > self.settings.confidence_threshold]
+        boxes = rows[:, 2:6] * np.float32([self.input_width, self.input_height, self.input_width, self.input_height])
+        return boxes, rows[:, 1].copy(), rows[:, 0].astype(np.int64), dropped
 
 
 class BoxesDecoder(Decoder):
@@ -340,12 +368,21 @@ class BoxesDecoder(Decoder):
         rows = np.asarray(outputs[self.output_names[0]], np.float32).reshape(-1, width)
         if self.batch_index:
             rows = rows[rows[:, 0] == 0, 1:]
+        rows, dropped = _finite_rows(rows)
         rows = rows[rows[:, 4] > self.settings.confidence_threshold]
-        return rows[:, :4].copy(), rows[:, 4].copy(), rows[:, 5].astype(np.int64)
+        return rows[:, :4].copy(), rows[:, 4].copy(), rows[:, 5].astype(np.int64), dropped
+
+
+def _finite_rows(rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """The rows whose every value is finite, and how many were not."""
+    good = np.isfinite(rows).all(axis=1)
+    bad = len(good) - int(np.count_nonzero(good))
+    return (rows[good] if bad else rows), bad
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    with np.errstate(over="ignore"):  # exp(-x) of a large negative x is inf: the logistic is 0, as it should be
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -5,17 +5,21 @@ Every value is a string, lists space-separated, as the Model API writes and read
 The converter writes it (services.converter.darknet.yolo_info for Darknet); every later step reads it here,
 so preprocessing and decoding need no user configuration.
 
-Model API keys: model_type ("YOLOv4": Model API's YoloV4 wrapper, which serves YOLOv4 and yolov4-tiny alike
-and matches the name case-insensitively), labels (spaces in a name become "_", as OTX writes them),
-anchors, masks (the outputs' masks one after another, largest grid first, the order Model API's YoloV4
-sorts its outputs in), confidence_threshold, iou_threshold, resize_type, reverse_input_channels,
-mean_values, scale_values, pad_value. The model's input is RGB scaled to 0..1 and nothing is embedded,
-so a BGR 0..255 picture needs reverse_input_channels=True, mean 0 and scale 255.
+Model API keys: model_type (the cfg's family: "YOLOv2", "YOLOv3", "YOLOv3-tiny", "YOLOv4", "YOLOv4-tiny",
+"Scaled-YOLOv4"; nothing here decodes by it, decoding follows the per-output keys below. Only "YOLOv4" is
+a Model API wrapper's name: its YoloV4 decodes YOLOv3 heads too, so Model API users of those pass
+model_type="YOLOv4" themselves, but neither [region] nor new_coords heads), labels (spaces in a name
+become "_", as OTX writes them), anchors, masks (the outputs' masks one after another, largest grid
+first, the order Model API's YoloV4 sorts its outputs in), confidence_threshold, iou_threshold,
+resize_type, reverse_input_channels, mean_values, scale_values, pad_value. The model's input is RGB scaled
+to 0..1 and nothing is embedded, so a BGR 0..255 picture needs reverse_input_channels=True, mean 0 and
+scale 255.
 
-Keys of our own, which Model API ignores: architecture ("yolov4", "yolov4-tiny", "yolov3", ...),
-label_names (a JSON list, exact names), input_width, input_height, and per output, in the masks' order:
-output_names, output_kinds ("yolo" or "region"), output_classes, output_anchor_counts (how many of masks
-each output takes), output_scale_x_y, output_new_coords, output_coords, output_softmax.
+Keys of our own, which Model API ignores: architecture ("yolov3", "yolov3-tiny", "yolov4", "yolov4-tiny",
+"yolov4-csp", "yolov4x-mish", "yolov2"), label_names (a JSON list, exact names), input_width,
+input_height, and per output, in the masks' order: output_names, output_kinds ("yolo" or "region"),
+output_classes, output_anchor_counts (how many of masks each output takes), output_scale_x_y,
+output_new_coords, output_coords, output_softmax.
 """
 
 from __future__ import annotations

@@ -20,7 +20,12 @@ RESIZE_TYPES = ("standard", "fit_to_window", "fit_to_window_letterbox")
 
 @dataclass(frozen=True)
 class Transform:
-    """How a picture was fitted into the input: model-input x = original x * scale_x + pad_x."""
+    """How a picture was fitted into the input: model-input x = original x * scale_x + pad_x.
+
+    scale_x is the resized width over the original (each axis its own, as the resize made it) and pad_x the
+    whole pixels left of it, so to_original is the exact inverse of where the picture lies in the input, an
+    odd letterbox pad included (Darknet's correct_yolo_boxes subtracts half the pad, unrounded: for an odd
+    pad half an input pixel past where its letterbox_image put the picture)."""
 
     scale_x: float
     scale_y: float
@@ -77,11 +82,19 @@ class Preprocessing:
             resized = cv2.resize(image_bgr, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
             transform = Transform(self.width / w, self.height / h, 0.0, 0.0)
         else:
-            ratio = min(self.width / w, self.height / h)
-            nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
+            if self.resize_type == "fit_to_window_letterbox":
+                # Darknet's letterbox_image, in its integer arithmetic: the limiting side fills the input, the
+                # other is floored; the picture is centred, an odd pad leaving its extra pixel right or below
+                if self.width * h < self.height * w:
+                    nw, nh = self.width, max(1, h * self.width // w)
+                else:
+                    nw, nh = max(1, w * self.height // h), self.height
+                left, top = (self.width - nw) // 2, (self.height - nh) // 2
+            else:  # fit_to_window: top left, sizes rounded (as cv2.resize by a factor)
+                ratio = min(self.width / w, self.height / h)
+                nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
+                left, top = 0, 0
             canvas = np.full((self.height, self.width, 3), self.pad_value, np.uint8)
-            left, top = ((self.width - nw) // 2, (self.height - nh) // 2) \
-                if self.resize_type == "fit_to_window_letterbox" else (0, 0)
             canvas[top:top + nh, left:left + nw] = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
             resized, transform = canvas, Transform(nw / w, nh / h, float(left), float(top))
         # channel by channel, in place: 4x faster than one broadcast expression and bit-identical to it
