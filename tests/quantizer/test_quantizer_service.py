@@ -30,6 +30,14 @@ def test_default_method_makes_a_child_project_judged_against_the_parent(workbenc
     assert result.calibration_images == 8 and any("calibration images" in w for w in result.warnings)
     assert not any("unlike" in w for w in result.warnings)  # alternate frames of one video
     assert result.effective_config.preset == quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE
+    # the drop against the parent, judged against the Default method's bound (max_drop unset: 0.01, absolute)
+    config = result.effective_config
+    assert (config.method, config.max_drop, config.drop_type) == (
+        quantizer_pb2.QUANTIZATION_METHOD_DEFAULT, 0.01, quantizer_pb2.DROP_TYPE_ABSOLUTE)
+    assert config.subset_size == 8 and config.target_device == "ANY"
+    assert result.HasField("accuracy_drop") and result.accuracy_drop == pytest.approx(1.0 - result.metric_after)
+    assert result.within_max_drop == (result.accuracy_drop <= 0.01 + 1e-9)
+    assert any("run AccuracyAware with max_drop 0.01" in w for w in result.warnings) != result.within_max_drop
     # one candidate per overflow handling the CPU asks for (one with VNNI, two on AVX2), one chosen
     expected = candidate_settings(config_from_pb(quantizer_pb2.QuantizationConfig(
         preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)))
@@ -45,6 +53,7 @@ def test_default_method_makes_a_child_project_judged_against_the_parent(workbenc
     assert made.config["preset"] == "QUANTIZATION_PRESET_PERFORMANCE"
     figures = {f.name: f.value for f in client.project_provenance(child.id)}
     assert figures["optimization.parent_agreement_after"] == result.metric_after
+    assert figures["optimization.accuracy_drop"] == result.accuracy_drop and figures["optimization.max_drop"] == 0.01
     # an INT8 model is not quantized again
     with pytest.raises(WorkbenchError) as err:
         client.optimize_project(child.id)
@@ -100,3 +109,7 @@ def test_accuracy_aware_ends_within_the_bound(workbench, parent):
     assert {c.description.split(",")[0] for c in result.candidates[:-1]} == {"performance preset", "mixed preset"}
     assert {"fast bias correction" in c.description for c in result.candidates[:-1]} == {True, False}
     assert result.metric_after >= result.metric_before - 0.05
+    # judged by the same code as Default's: within its bound, so no advice
+    assert result.effective_config.max_drop == 0.05 and result.within_max_drop
+    assert result.accuracy_drop == pytest.approx(result.metric_before - result.metric_after)
+    assert not any("max_drop" in w for w in result.warnings)
