@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
+import openvino as ov
 from onnx import TensorProto, helper, numpy_helper
+
+from services.converter.convert import ModelFiles, load
 
 RNG = np.random.default_rng(7)
 
@@ -32,3 +37,14 @@ def small_classifier(path, classes: int = 10):
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return model
+
+
+def small_model(folder: Path) -> ov.Model:
+    """small_classifier as the converter imports it."""
+    small_classifier(folder / "m.onnx")
+    return load("ONNX", ModelFiles(model=folder / "m.onnx"), folder)[0]
+
+
+def images(count: int) -> list[np.ndarray]:
+    """Random [3, 32, 32] inputs for small_model, the same for the same count."""
+    return [np.random.default_rng(i).random((3, 32, 32), dtype=np.float32) for i in range(count)]

@@ -15,12 +15,11 @@ import pytest
 from services import reference_models
 from workbench_runtime.errors import InvalidArgument
 from workbench_runtime.preprocess import Preprocessing
-from services.converter.convert import ModelFiles, load
 from services.converter.darknet import convert_darknet
 from services.quantizer import calibrate
 from services.quantizer.calibrate import QuantizeConfig, Setting, calibrations, candidate_settings
 from services.quantizer.similarity import UNLIKE_ABOVE, energy_coefficient, features, unlike_warning
-from tests.small_models import small_classifier
+from tests.small_models import images, small_model
 
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = sorted((REPO / "data" / "vtest").glob("*.jpg"))
@@ -131,15 +130,6 @@ def test_of_two_settings_differing_in_bias_correction_only_the_better_metric_is_
     assert [c.chosen for c in outcome.candidates] == [False, False, False, True]
     assert [c.throughput_fps for c in outcome.candidates] == [0.0, 0.0, 0.0, 100.0]
     assert outcome.config.preset == "mixed" and outcome.config.fast_bias_correction is False
-
-
-def small_model(tmp_path: Path) -> ov.Model:
-    small_classifier(tmp_path / "m.onnx")
-    return load("ONNX", ModelFiles(model=tmp_path / "m.onnx"), tmp_path)[0]
-
-
-def images(count: int) -> list[np.ndarray]:
-    return [np.random.default_rng(i).random((3, 32, 32), dtype=np.float32) for i in range(count)]
 
 
 def ir(model: ov.Model, folder: Path) -> tuple[str, bytes]:

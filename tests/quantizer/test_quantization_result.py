@@ -7,7 +7,7 @@ import pytest
 
 from services.quantizer import calibrate
 from services.quantizer.servicer import config_from_pb, result_to_pb
-from tests.quantizer.test_calibrate import images, small_model
+from tests.small_models import images, small_model
 from workbench.v1 import common_pb2, quantizer_pb2 as q
 
 REQUEST = q.QuantizationConfig(preset=q.QUANTIZATION_PRESET_PERFORMANCE, overflow_fix=q.OVERFLOW_FIX_DISABLE,
