@@ -13,14 +13,20 @@ _BF16_LEVELS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX5
                 "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "DEFAULT", "ALL")
 _cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
 
-if _cap and _cap not in _BF16_LEVELS:
-    import openvino as ov
 
-    _compile = ov.Core.compile_model
 
-    def _compile_in_f32(self, model, device_name=None, config=None, **kwargs):
+def _compile_in_f32(compile_model):
+    def compile_in_f32(self, model, device_name=None, config=None, **kwargs):
         config = {k: v for k, v in (config or {}).items() if str(k) != "INFERENCE_PRECISION_HINT"}
         config["INFERENCE_PRECISION_HINT"] = "f32"
-        return _compile(self, model, device_name, config, **kwargs)
+        return compile_model(self, model, device_name, config, **kwargs)
+    return compile_in_f32
 
-    ov.Core.compile_model = _compile_in_f32
+
+if _cap and _cap not in _BF16_LEVELS:
+    try:
+        import openvino as ov
+    except ImportError:  # a Python without OpenVINO (the SDK's own venv) has nothing to cap
+        pass
+    else:
+        ov.Core.compile_model = _compile_in_f32(ov.Core.compile_model)
