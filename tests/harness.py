@@ -19,9 +19,13 @@ from services.common.seaweed import SeaweedServer
 from services.common.settings import Settings
 from services.reference_models import yolov4_tiny
 from workbench.client import WorkbenchClient
-from workbench.v1 import gateway_pb2
+from workbench.v1 import gateway_pb2, quantizer_pb2
 
 SEAWEED_READY_S = 90  # a cold start on a loaded machine
+# One calibration on every CPU, for tests about something other than the choice: the automatic overflow handling
+# measures two settings on AVX2 (services/common/cpu.py); "enable" never saturates, on any instruction set
+ONE_CALIBRATION = quantizer_pb2.QuantizationConfig(preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE,
+                                                   overflow_fix=quantizer_pb2.OVERFLOW_FIX_ENABLE)
 
 
 def start_seaweed(state_dir: Path | str, access_key: str) -> SeaweedServer:

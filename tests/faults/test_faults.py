@@ -11,9 +11,10 @@ import pytest
 
 from services.reference_models import yolov4_tiny
 from workbench.client import JobFailedError, WorkbenchClient, WorkbenchError
-from workbench.v1 import benchmark_pb2, benchmark_pb2_grpc, common_pb2, gateway_pb2, quantizer_pb2
+from workbench.v1 import benchmark_pb2, benchmark_pb2_grpc, common_pb2, gateway_pb2
 
 from tests.faults.conftest import DATA
+from tests.harness import ONE_CALIBRATION
 
 QUICK_BENCHMARK = common_pb2.BenchmarkConfig(duration_seconds=4, random_inputs=True)
 
@@ -24,8 +25,7 @@ def start_job(faults, parent, service: str) -> common_pb2.Job:
         files = yolov4_tiny()
         return client.import_darknet("tiny again", files.cfg, files.weights, files.names)
     if service == "quantizer":
-        return client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
-            preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE))
+        return client.optimize_project(parent.id, ONE_CALIBRATION)
     if service == "benchmark":
         return client.benchmark_project(parent.id, QUICK_BENCHMARK)
     return client.evaluate_project(parent.id)
@@ -119,8 +119,7 @@ def test_s3_outage_mid_upload_is_unavailable_and_publishes_nothing(faults, tmp_p
 def test_s3_outage_mid_quantization_fails_the_job_and_nothing_half_made_remains(faults, parent):
     client = faults.client
     before, objects = catalog(client), faults.objects()
-    job = client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
-        preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE))
+    job = client.optimize_project(parent.id, ONE_CALIBRATION)
     wait_for_stage(client, job.id, "statistics")
     faults.stop_s3()
     ended = list(client.watch_job(job.id))[-1]
@@ -132,8 +131,7 @@ def test_s3_outage_mid_quantization_fails_the_job_and_nothing_half_made_remains(
     after = faults.objects()
     assert objects.items() <= after.items()
     assert not [key for key in after if key not in objects and key.startswith("models/")]
-    retry = client.wait_job(client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
-        preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)).id)
+    retry = client.wait_job(client.optimize_project(parent.id, ONE_CALIBRATION).id)
     assert client.get_project(retry.output.project_id).parent_id == parent.id
 
 

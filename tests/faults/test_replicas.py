@@ -19,12 +19,11 @@ from services.gateway.db import Database
 from services.stack import LocalStack, free_ports
 from tests.conftest import tiny_project
 from tests.faults.conftest import FRAMES, up
-from tests.harness import postgres_folder
+from tests.harness import ONE_CALIBRATION, postgres_folder
 from workbench.client import WorkbenchClient, WorkbenchError
-from workbench.v1 import common_pb2, gateway_pb2, quantizer_pb2
+from workbench.v1 import common_pb2, gateway_pb2
 
 REPO = Path(__file__).resolve().parents[2]
-PERFORMANCE = quantizer_pb2.QuantizationConfig(preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)
 
 
 @dataclass
@@ -116,7 +115,7 @@ def parent(replicas):
 
 def test_a_gateway_killed_mid_quantization_leaves_the_job_to_the_other(replicas, parent):
     first = replicas.clients[replicas.stack.address()]
-    job = first.optimize_project(parent.id, PERFORMANCE)
+    job = first.optimize_project(parent.id, ONE_CALIBRATION)
     # whichever gateway claimed it is the one to kill; its watcher must carry on through the other
     seen: list[common_pb2.JobEvent] = []
     for event in first.watch_job(job.id):

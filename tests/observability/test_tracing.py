@@ -22,8 +22,8 @@ from opentelemetry.trace import SpanKind
 
 from services.common import logs
 from tests.conftest import FRAMES, running_workbench
-from tests.harness import tiny_project
-from workbench.v1 import common_pb2, quantizer_pb2
+from tests.harness import ONE_CALIBRATION, tiny_project
+from workbench.v1 import common_pb2
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,8 +54,7 @@ def test_an_optimize_job_is_one_trace_from_the_client_to_the_worker_and_its_s3_c
     spans.clear()
 
     with trace.get_tracer("test").start_as_current_span("client: optimize") as root:
-        submitted = client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
-            preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE))
+        submitted = client.optimize_project(parent.id, ONE_CALIBRATION)
     job = client.wait_job(submitted.id)  # outside the span: watching is a request of its own
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
     trace_id = root.get_span_context().trace_id

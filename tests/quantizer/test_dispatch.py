@@ -10,8 +10,9 @@ from pathlib import Path
 from services.common.server import ServiceServer
 from services.quantizer.__main__ import registrar as quantizer_registrar
 from tests.conftest import start_services, stop_services, tiny_project
+from tests.harness import ONE_CALIBRATION
 from workbench.client import WorkbenchClient
-from workbench.v1 import common_pb2, quantizer_pb2
+from workbench.v1 import common_pb2
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 FRAMES = sorted((DATA / "vtest").glob("*.jpg"))[::10]  # 8 frames
@@ -39,8 +40,7 @@ def test_calibrations_go_to_whichever_replica_has_a_free_slot(s3_settings):
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        config = quantizer_pb2.QuantizationConfig(preset=quantizer_pb2.QUANTIZATION_PRESET_PERFORMANCE)
-        jobs = [client.optimize_project(parent.id, config) for _ in range(4)]
+        jobs = [client.optimize_project(parent.id, ONE_CALIBRATION) for _ in range(4)]
         events: dict[str, list[common_pb2.JobEvent]] = {}
         for job in jobs:
             events[job.id] = list(client.watch_job(job.id))

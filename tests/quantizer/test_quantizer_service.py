@@ -101,7 +101,7 @@ def test_accuracy_aware_ends_within_the_bound(workbench, parent):
     client = workbench.client
     job = client.optimize_project(parent.id, quantizer_pb2.QuantizationConfig(
         method=quantizer_pb2.QUANTIZATION_METHOD_ACCURACY_AWARE, max_drop=0.05,
-        drop_type=quantizer_pb2.DROP_TYPE_ABSOLUTE))
+        drop_type=quantizer_pb2.DROP_TYPE_ABSOLUTE, overflow_fix=quantizer_pb2.OVERFLOW_FIX_ENABLE))  # 4 candidates on any CPU
     result = client.get_project(client.wait_job(job.id).output.project_id).optimization.result
     assert result.effective_config.method == quantizer_pb2.QUANTIZATION_METHOD_ACCURACY_AWARE
     assert result.candidates[-1].chosen and result.candidates[-1].description.startswith("accuracy control")
