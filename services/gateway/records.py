@@ -11,6 +11,7 @@ import base64
 import contextlib
 import re
 import secrets
+import threading
 import time
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -30,9 +31,22 @@ _ID = re.compile(r"^[a-z]{2,4}-[0-9a-f]{19}\Z")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 
+_last_id = [0, 0]  # the last id's (milliseconds, random part), so one process's ids always increase
+_id_lock = threading.Lock()
+
+
 def new_id(prefix: str) -> str:
-    """Sortable id: milliseconds since the epoch, then randomness, e.g. prj-0194f1c2a3b5e8d7c6a."""
-    return f"{prefix}-{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
+    """Sortable id: milliseconds since the epoch, then randomness, e.g. prj-0194f1c2a3b5e8d7c6a. Within one
+    millisecond (or a clock step back) the last id's random part plus one follows, as monotonic ULIDs do, so
+    records made one after the other list newest first."""
+    with _id_lock:
+        millis, random = int(time.time() * 1000), secrets.randbits(32)
+        if millis <= _last_id[0]:
+            millis, random = _last_id[0], _last_id[1] + 1
+            if random > 0xFFFFFFFF:
+                millis, random = millis + 1, 0
+        _last_id[:] = millis, random
+    return f"{prefix}-{millis:011x}{random:08x}"
 
 
 def derived_id(prefix: str, job_id: str) -> str:

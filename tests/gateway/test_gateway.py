@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.common.server import ServiceServer
+from services.gateway import records
 from services.gateway.servicer import registrar
 from tests.gateway.conftest import start_gateway
 from workbench.client import JobFailedError, WorkbenchClient, WorkbenchError
@@ -319,3 +320,14 @@ def test_every_service_serves_health_and_reflection(gateway_settings):
     finally:
         for server in servers:
             server.shutdown(grace=0)
+
+
+def test_ids_made_one_after_the_other_increase_within_a_millisecond_and_across_a_clock_step_back(monkeypatch):
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(records.time, "time", lambda: now[0])
+    same_millisecond = [records.new_id("prj") for _ in range(1000)]
+    now[0] -= 5  # an NTP step back
+    after_the_step = [records.new_id("prj") for _ in range(10)]
+    made = same_millisecond + after_the_step
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(records._ID.match(i) for i in made)
