@@ -33,6 +33,7 @@ class DemoResult:
         a, b = self.comparison.first.last_benchmark, self.comparison.second.last_benchmark
         c = self.report.result.comparison
         return {
+            "parent_id": self.parent.id,
             "parent_fps": round(a.throughput_fps, 2), "int8_fps": round(b.throughput_fps, 2),
             "speedup": round(self.comparison.throughput_ratio, 3),
             "parent_latency_ms": round(a.latency.median_ms, 2), "int8_latency_ms": round(b.latency.median_ms, 2),
@@ -303,6 +304,11 @@ def summary_text(result: DemoResult) -> str:
     if "accuracy_drop" in s:
         lines.append(f"accuracy drop against the parent {s['accuracy_drop']:.4f} ({s['drop_type']}), "
                      f"{'within' if s['within_max_drop'] else 'BEYOND'} max_drop {s['max_drop']:g}")
+        if not s["within_max_drop"]:
+            relative = " --relative" if s["drop_type"] == "relative" else ""
+            lines.append(f"  to stay within it: workbench optimize {s['parent_id']} --accuracy-aware --max-drop "
+                         f"{s['max_drop']:g}{relative}, or keep the most sensitive layers in floating point "
+                         "(--ignore PATTERN); the report says more")
     if s["most_different"]:
         lines.append("most different: " + "; ".join(f"{d['image']} (A {d['a']}, B {d['b']}, matches {d['matches']})"
                                                      for d in s["most_different"]))

@@ -241,6 +241,13 @@ def test_the_summary_states_the_drop_and_the_verdict(tmp_path):
     comparison = gateway_pb2.CompareProjectsResponse()
     child = gateway_pb2.Project(optimization=gateway_pb2.Optimization(result=optimized(0.949, False,
                                                                                        accuracy_drop=0.051)))
-    result = demo.DemoResult(gateway_pb2.Project(), child, comparison, gateway_pb2.Report(), [], tmp_path / "r.html")
+    result = demo.DemoResult(gateway_pb2.Project(id="prj-1"), child, comparison, gateway_pb2.Report(), [],
+                             tmp_path / "r.html")
     assert result.summary()["within_max_drop"] is False and result.summary()["accuracy_drop"] == 0.051
     assert "accuracy drop against the parent 0.0510 (absolute), BEYOND max_drop 0.01" in demo.summary_text(result)
+    # and the next step, as a command
+    assert "to stay within it: workbench optimize prj-1 --accuracy-aware --max-drop 0.01, or keep the most " \
+           "sensitive layers in floating point (--ignore PATTERN)" in demo.summary_text(result)
+    within = demo.DemoResult(gateway_pb2.Project(id="prj-1"), gateway_pb2.Project(optimization=gateway_pb2.Optimization(
+        result=optimized(0.995, True, accuracy_drop=0.005))), comparison, gateway_pb2.Report(), [], tmp_path / "r.html")
+    assert "within max_drop 0.01" in demo.summary_text(within) and "to stay within" not in demo.summary_text(within)
