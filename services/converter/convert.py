@@ -16,6 +16,7 @@ from openvino.preprocess import PrePostProcessor
 
 from services.common.archives import ArchiveLimits, extract, is_archive
 from services.common.openvino_errors import reason
+from services.converter import ultralytics
 from workbench_runtime.errors import InvalidArgument
 
 # Framework names as the contracts spell them (workbench.v1.Framework without the prefix).
@@ -109,10 +110,12 @@ def load(framework: str, files: ModelFiles, workdir: Path) -> tuple[ov.Model, st
         # the graph clean-up ovc applies after a frontend (constant folding of shapes, fusions)
         apply_moc_transformations(model, cf=False, smart_reshape=True)
         compress_quantize_weights_transformation(model)
-        return model, found
     except Exception as exc:  # frontends raise plain RuntimeErrors/OpConversionFailure/GeneralFailure
         raise InvalidArgument(f"{files.shown(source)}: {found} model could not be converted: "
                               f"{_without_local_paths(reason(exc), files, source)}", field="files") from None
+    if found == ONNX and source.is_file():
+        ultralytics.describe(model, source)  # an Ultralytics export describes itself in its metadata
+    return model, found
 
 
 def _without_local_paths(text: str, files: ModelFiles, source: Path) -> str:

@@ -14,6 +14,10 @@ Formats (`Decoder.from_model` picks one from the model's model_info and output s
   multi_label=True (the default) keeps every class whose score passes the threshold, as Darknet's
   get_yolo_detections does; multi_label=False keeps each box's best class only, as OpenCV's DetectionModel does.
   Then NMS per class (IoU > iou_threshold suppresses, as Darknet and OpenCV) and the top max_detections.
+- Ultralytics YOLO after its own box decoding, one output: [1, 4+C, A] (YOLOv5u/v8/v11: centre x, y, width,
+  height in input pixels, then C class scores already through the logistic) or [1, A, 5+C] (YOLOv5, with an
+  objectness: score = objectness * probability); then NMS per class. model_info's model_type (YOLOv8, YOLOv5)
+  names the layout; without it the shape does, the A predictions outnumbering the values of one.
 - SSD-style DetectionOutput [1, 1, N, 7]: image_id, label, confidence, x1, y1, x2, y2 in 0..1 of the input;
   rows from the first negative image_id on are padding. Labels are kept as the model numbers them.
 - Plain box outputs [N, 6] / [1, N, 6]: x1, y1, x2, y2, score, label; [N, 7] / [1, N, 7]: batch index first,
@@ -221,19 +225,26 @@ class Decoder:
             return YoloDecoder(info.outputs, width, height, settings)
         if len(described) == 1:
             name, shape = described[0]
+            named = _ultralytics(name, shape, strings["model_type"], settings) if strings.get("model_type") else None
+            if named is not None:
+                return named
             if shape is not None and len(shape) == 4 and shape[:2] == [1, 1] and shape[3] == 7:
                 width, height = _input_size(model, None)
                 return DetectionOutputDecoder(name, width, height, settings)
             if shape is not None and 2 <= len(shape) <= 3 and shape[-1] in (6, 7) and \
                     (len(shape) == 2 or shape[0] == 1):
                 return BoxesDecoder(name, settings, batch_index=shape[-1] == 7)
+            guessed = _ultralytics(name, shape, "", settings)
+            if guessed is not None:
+                return guessed
             if shape is not None and _is_classification(shape):
                 raise FailedPrecondition(
                     f"the model's output {_fmt(shape)} is a classification output, not detections",
                     field="model", reason="NOT_A_DETECTOR")
         raise FailedPrecondition(
             f"the model's outputs {', '.join(_fmt(s) for s in shapes)} are no detection format this service "
-            "decodes (YOLO heads described by model_info, DetectionOutput [1,1,N,7], boxes [N,6] or [N,7])",
+            "decodes (YOLO heads described by model_info, Ultralytics YOLO [1,4+C,A] or [1,A,5+C], DetectionOutput "
+            "[1,1,N,7], boxes [N,6] or [N,7]); name the layout with model_type (YOLOv8, YOLOv5) in model_info",
             field="model", reason="NOT_A_DETECTOR")
 
 
@@ -325,15 +336,35 @@ class YoloDecoder(Decoder):
         bad = len(good) - int(np.count_nonzero(good))
         if bad:
             boxes, scores, dropped = boxes[good], scores[good], dropped + bad
-        if self.settings.multi_label:
-            row, label = np.nonzero(scores > threshold)
-            score = scores[row, label]
-        else:
-            label = np.argmax(scores, axis=1)
-            score = scores[np.arange(len(scores)), label]
-            row = np.nonzero(score > threshold)[0]
-            label, score = label[row], score[row]
-        return boxes[row], score.astype(np.float32), label.astype(np.int64), dropped
+        row, score, label = _classes(scores, threshold, self.settings.multi_label)
+        return boxes[row], score, label, dropped
+
+
+class AnchorFreeDecoder(Decoder):
+    """Ultralytics YOLO heads after their own box decoding, one output: [1, 4+C, A] (YOLOv5u/v8/v11: centre x, y,
+    width, height in input pixels, then C class scores already through the logistic) or, with objectness,
+    [1, A, 5+C] (YOLOv5: the same four, objectness, C class probabilities; score = objectness * probability)."""
+
+    def __init__(self, output_name: str, classes: int, settings: DecodeSettings, *, objectness: bool = False):
+        self.output_names = (output_name,)
+        self.classes, self.objectness, self.settings = classes, objectness, settings
+
+    def _decode(self, outputs):
+        raw = np.asarray(outputs[self.output_names[0]], np.float32)
+        width = 5 + self.classes if self.objectness else 4 + self.classes
+        if raw.size % width or raw.ndim not in (2, 3) or (raw.ndim == 3 and raw.shape[0] != 1):
+            raise InvalidArgument(f"output {self.output_names[0]} has shape {list(raw.shape)}; this YOLO layout "
+                                  f"expects {width} values per prediction of one image", field="outputs")
+        rows = raw.reshape(-1, width) if self.objectness else raw.reshape(width, -1).T
+        rows, dropped = _finite_rows(rows)
+        scores = rows[:, 5:] * rows[:, 4:5] if self.objectness else rows[:, 4:]
+        row, score, label = _classes(scores, self.settings.confidence_threshold, self.settings.multi_label)
+        cx, cy, w, h = (rows[row, i] for i in range(4))
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
+        if len(score):
+            kept = nms(boxes, score, label, self.settings.iou_threshold, self.settings.max_detections)
+            boxes, score, label = boxes[kept], score[kept], label[kept]
+        return boxes, score, label, dropped
 
 
 class DetectionOutputDecoder(Decoder):
@@ -373,6 +404,20 @@ class BoxesDecoder(Decoder):
         return rows[:, :4].copy(), rows[:, 4].copy(), rows[:, 5].astype(np.int64), dropped
 
 
+def _classes(scores: np.ndarray, threshold: float, multi_label: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[M, C] scores -> (row, score, label) of every class above the threshold (multi_label) or of each row's
+    best class when it is above it."""
+    if multi_label:
+        row, label = np.nonzero(scores > threshold)
+        score = scores[row, label]
+    else:
+        label = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
+        score = scores[np.arange(len(scores)), label]
+        row = np.nonzero(score > threshold)[0]
+        label, score = label[row], score[row]
+    return row, score.astype(np.float32), label.astype(np.int64)
+
+
 def _finite_rows(rows: np.ndarray) -> tuple[np.ndarray, int]:
     """The rows whose every value is finite, and how many were not."""
     good = np.isfinite(rows).all(axis=1)
@@ -397,6 +442,27 @@ def _setting(given: float | None, strings: Mapping[str, str], key: str, default:
         return float(strings[key])
     except (KeyError, ValueError):
         return default
+
+
+# model_info model_type values of Ultralytics layouts: [1, 4+C, A], and [1, A, 5+C] with objectness
+ANCHOR_FREE_TYPES = ("YOLOv5u", "YOLOv8", "YOLOv9", "YOLOv11", "YOLO11")
+OBJECTNESS_TYPES = ("YOLOv5",)
+
+
+def _ultralytics(name: str, shape: list[int] | None, model_type: str, settings: DecodeSettings
+                 ) -> "AnchorFreeDecoder | None":
+    """An Ultralytics YOLO output [1, 4+C, A] or [1, A, 5+C]: by model_type when it names one, else (model_type "")
+    by shape, where the A predictions outnumber the values of one (static, or A dynamic)."""
+    if shape is None or len(shape) != 3 or shape[0] not in (1, -1):
+        return None
+    values_first, values_last = shape[1], shape[2]
+    if model_type in ANCHOR_FREE_TYPES or (
+            not model_type and values_first > 4 and (values_last == -1 or values_last > values_first)):
+        return AnchorFreeDecoder(name, values_first - 4, settings) if values_first > 4 else None
+    if model_type in OBJECTNESS_TYPES or (
+            not model_type and values_last > 5 and (values_first == -1 or values_first > values_last)):
+        return AnchorFreeDecoder(name, values_last - 5, settings, objectness=True) if values_last > 5 else None
+    return None
 
 
 def _describe_outputs(model) -> list[tuple[str, list[int] | None]]:
