@@ -7,11 +7,12 @@ RGB scaled to 0..1, boxes decoded from [1, 4+C, A] (workbench_runtime.detection.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from pathlib import Path
 
-import onnx
 import openvino as ov
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from workbench_runtime.model_info import write_model_info
 
@@ -21,11 +22,29 @@ CONFIDENCE_THRESHOLD, IOU_THRESHOLD = 0.25, 0.7
 
 
 def metadata(path: Path) -> dict[str, str]:
-    """The ONNX model's metadata_props (no external data read); {} when onnx cannot read what OpenVINO could."""
+    """The ONNX model's metadata_props; {} when they cannot be read (the conversion has succeeded already)."""
     try:
-        return {prop.key: prop.value for prop in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception:  # noqa: BLE001 - the description is optional, the conversion has succeeded
+        return {prop.key: prop.value for prop in _metadata_only().FromString(path.read_bytes()).metadata_props}
+    except Exception:  # noqa: BLE001 - the description is optional
         return {}
+
+
+@functools.cache
+def _metadata_only():
+    """ONNX's ModelProto reduced to its metadata_props (field 14): protobuf skips the graph and every other field
+    unread, and the services need no onnx package for it."""
+    file = descriptor_pb2.FileDescriptorProto(name="workbench/onnx_metadata.proto", package="workbench.onnx_metadata")
+    entry = file.message_type.add(name="StringStringEntryProto")
+    for name, number in (("key", 1), ("value", 2)):
+        entry.field.add(name=name, number=number, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+                        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    model = file.message_type.add(name="ModelProto")
+    model.field.add(name="metadata_props", number=14, type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                    label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+                    type_name=".workbench.onnx_metadata.StringStringEntryProto")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("workbench.onnx_metadata.ModelProto"))
 
 
 def detector_info(props: dict[str, str]) -> dict[str, str] | None:

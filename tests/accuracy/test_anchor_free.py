@@ -8,10 +8,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import openvino as ov
 import pytest
 
 from services import reference_models
+from services.converter import ultralytics
 from services.converter.convert import ModelFiles, load
 from tests.harness import ONE_CALIBRATION
 from workbench_runtime.detection import AnchorFreeDecoder, BoxesDecoder, DecodeSettings, Decoder
@@ -145,3 +147,10 @@ def test_a_yolov8_export_goes_through_import_int8_and_the_comparison_report(work
     summary = report.result.comparison
     assert report.parent_id == parent.id and summary.images == len(PHOTOS)
     assert summary.total_b > 0 and summary.matches <= min(summary.total_a, summary.total_b)
+
+
+def test_the_converter_reads_the_metadata_as_onnx_does_without_the_onnx_package(tmp_path):
+    path = reference_models.yolov8n()
+    assert ultralytics.metadata(path) == {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    (tmp_path / "junk.onnx").write_bytes(b"\xff" * 64)
+    assert ultralytics.metadata(tmp_path / "junk.onnx") == {}
