@@ -40,18 +40,9 @@ def flags() -> frozenset[str]:
     return frozenset(LEVELS[level])
 
 
-@functools.cache
 def machine_flags() -> frozenset[str]:
     """What /proc/cpuinfo lists (nothing off Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                name, _, value = line.partition(":")
-                if name.strip() == "flags":
-                    return frozenset(FLAGS) & set(value.split())
-    except OSError:
-        pass
-    return frozenset()
+    return frozenset(FLAGS) & set(_cpuinfo().get("flags", "").split())
 
 
 def has_vnni() -> bool:
@@ -59,15 +50,20 @@ def has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags())
 
 
-@functools.cache
 def model_name() -> str:
     """The CPU's model name, as /proc/cpuinfo gives it, else what platform knows."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ({} off Linux)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
                 name, _, value = line.partition(":")
-                if name.strip() == "model name":
-                    return value.strip()
+                fields.setdefault(name.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
